@@ -1,0 +1,33 @@
+"""Shared fixtures: repository paths and the data folder beside the repo (``../shared``)."""
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+REFERENCE_CHECKPOINTS = SHARED / "reference-checkpoints"
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    """Tests run on 2 cores next to other work: keep torch from oversubscribing them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(min(threads, 2))
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def reference_checkpoints() -> Path:
+    if not REFERENCE_CHECKPOINTS.is_dir():
+        pytest.skip(f"{REFERENCE_CHECKPOINTS} is absent (the shared data folder beside the repo)")
+    return REFERENCE_CHECKPOINTS
+
+
+@pytest.fixture
+def fashion_available():
+    if not (FASHION_DIR / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Fashion-MNIST (Debian package dataset-fashion-mnist) is not installed")
+    return FASHION_DIR
