@@ -33,7 +33,6 @@ test: setup $(DEV)
 	$(PY) -m pytest -q tests
 
 bench: setup
-	$(PY) -m pip install --disable-pip-version-check -q -r benchmarks/requirements.txt
 	$(PY) benchmarks/bench_loader.py
 
 clean:
