@@ -1,6 +1,7 @@
 """Shared plumbing for the top-level scripts: one-line errors and the provenance of a run."""
 import sys
-from typing import Callable, Optional, Sequence
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
 
 from src.errors import UserError
 
@@ -15,4 +16,12 @@ def run_main(main: Callable[[Optional[Sequence[str]]], object], argv: Optional[S
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into head & co.: not an error
+        sys.stderr.close()
+        return 0
     return 0
+
+
+def script_argv(script_file: str, argv: Optional[Sequence[str]]) -> List[str]:
+    """The command line to record: ``sys.argv`` when run from a shell, else the script name plus ``argv``."""
+    return list(sys.argv) if argv is None else [Path(script_file).name, *argv]

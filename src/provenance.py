@@ -43,11 +43,11 @@ def versions() -> Dict[str, str]:
     import numpy
     import torch
 
-    info = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__}
+    info = {"python": platform.python_version(), "torch": str(torch.__version__), "numpy": str(numpy.__version__)}
     try:
         import torchvision
 
-        info["torchvision"] = torchvision.__version__
+        info["torchvision"] = str(torchvision.__version__)
     except ImportError:  # pragma: no cover - torchvision is a requirement
         pass
     return info

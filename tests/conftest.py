@@ -31,3 +31,17 @@ def fashion_available():
     if not (FASHION_DIR / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip("Fashion-MNIST (Debian package dataset-fashion-mnist) is not installed")
     return FASHION_DIR
+
+
+@pytest.fixture
+def fake_mnist(tmp_path, monkeypatch) -> Path:
+    """A 300/60-image fake MNIST in torchvision's layout; DATASET_ROOT and the output folders point into tmp."""
+    from tests.data_fixtures import fake_mnist_arrays, write_mnist_folder
+
+    root = tmp_path / "datasets"
+    write_mnist_folder(root / "MNIST" / "raw", fake_mnist_arrays(n_train=300, n_test=60), gz=True)
+    monkeypatch.setenv("DATASET_ROOT", str(root))
+    monkeypatch.setenv("RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("SNAPSHOTS_DIR", str(tmp_path / "snapshots"))
+    monkeypatch.setenv("DEVICE", "cpu")
+    return root

@@ -25,7 +25,8 @@ def layer_table(model: nn.Module, input_shape: Sequence[int]) -> pd.DataFrame:
     model = unwrap_model(model)
     leaves = module_names(model, leaves_only=True)
     modules = dict(model.named_modules())
-    example = torch.zeros(2, *input_shape)
+    device = next(model.parameters(), torch.empty(0)).device
+    example = torch.zeros(2, *input_shape, device=device)
     was_training = model.training
     model.eval()
     try:

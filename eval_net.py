@@ -1,0 +1,43 @@
+#!/usr/bin/env python
+"""Loss and accuracy of a trained network on the test (or validation) split.
+
+Example:  python eval_net.py model_weights/Tiny10/FashionMNIST/in0-gn0/<iteration>.pt --json
+"""
+import argparse
+import json
+import sys
+
+from src.cli import run_main
+from src.data import DATASET_NAMES
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="a .pt written by train_model.py (or a bare state_dict with -m and -d)")
+    parser.add_argument("-d", "--dataset", choices=DATASET_NAMES, default=None,
+                        help="dataset to evaluate on; default the one in the checkpoint")
+    parser.add_argument("--split", choices=["test", "val"], default="test", help="default test")
+    parser.add_argument("-m", "--model", default=None, help="model name, needed only for a bare state_dict")
+    parser.add_argument("-b", "--batch-size", type=int, default=1000)
+    parser.add_argument("--max-samples", type=int, default=None, help="evaluate on the first N samples only")
+    parser.add_argument("--download", action="store_true", help="download the dataset with torchvision if it is missing")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N; default DEVICE of the config")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    from src.training.eval_checkpoint import evaluate_checkpoint
+
+    args = parse_args(argv)
+    result = evaluate_checkpoint(args.checkpoint, args.dataset, args.split, args.batch_size, args.model,
+                                 args.device, args.max_samples, download=args.download)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{result['model']} on {result['dataset']} ({result['split']} split, {result['n']} samples): "
+              f"loss {result['loss']:.4f}, accuracy {result['acc']:.4f}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
