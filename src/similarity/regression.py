@@ -201,6 +201,17 @@ class LeastSquaresFit:
                 out[r] = _weights(*self._wb(v @ (v.T @ w)))
         return out
 
+    def correlation(self) -> np.ndarray:
+        """Pearson correlations of every x feature with every y feature, ``(D_x, D_y)`` float64.
+
+        The same co-moments as the fit; a feature with zero variance (a dead ReLU) correlates 0, not NaN.
+        """
+        self._require_data()
+        sx, sy = self.cxx.diagonal().sqrt(), self.cyy.diagonal().sqrt()
+        scale = torch.outer(sx, sy)
+        out = torch.where(scale > 0, self.cxy / torch.where(scale > 0, scale, 1.0), 0.0)
+        return out.cpu().numpy()
+
     def r2(self) -> float:
         """Pooled in-sample R^2 of the least-squares fit, from the accumulated co-moments."""
         self._require_data()

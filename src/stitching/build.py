@@ -1,0 +1,36 @@
+"""Building a stitched network from two loaded models, two layer names and the stitch options."""
+from typing import Any, Dict, Optional, Sequence
+
+from torch import nn
+
+from src.data import dataset_info
+from src.errors import UserError
+from src.stitching.frank import FrankensteinNet, activation_shape
+from src.stitching.layers import make_stitch
+
+
+def check_models_fit_dataset(front_meta: Dict[str, Any], end_meta: Dict[str, Any], dataset: str) -> None:
+    """Both networks must read the dataset's images; the end network must predict its classes."""
+    info = dataset_info(dataset)
+    for role, meta in (("front", front_meta), ("end", end_meta)):
+        if meta["n_channels"] != info.n_channels:
+            raise UserError(f"the {role} model takes {meta['n_channels']}-channel input but {info.name} has "
+                            f"{info.n_channels} channels")
+    if end_meta["n_classes"] != info.n_classes:
+        raise UserError(f"the end model predicts {end_meta['n_classes']} classes but {info.name} has {info.n_classes}")
+
+
+def build_frank(front_model: nn.Module, end_model: nn.Module, front_layer: str, end_layer: str,
+                input_shape: Sequence[int], flatten: bool = False, rank: Optional[int] = None,
+                device="cpu") -> FrankensteinNet:
+    """The stitched network with a freshly initialised stitch of the kind the two activation shapes call for.
+
+    Wrong layer names raise the error listing the valid layers; unstitchable shapes an error giving both.
+    """
+    from src.stitching.cut import FrontPart
+
+    front_model, end_model = front_model.to(device).eval(), end_model.to(device).eval()
+    front_shape = activation_shape(FrontPart(front_model, front_layer), input_shape, device)
+    end_shape = activation_shape(FrontPart(end_model, end_layer), input_shape, device)
+    stitch = make_stitch(front_shape, end_shape, flatten=flatten, rank=rank).to(device)
+    return FrankensteinNet(front_model, end_model, front_layer, end_layer, stitch).to(device)

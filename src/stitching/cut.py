@@ -1,0 +1,148 @@
+"""Cutting a network at a named layer: the part up to it, and the part after it.
+
+``FrontPart(model, layer)(x)`` returns the output of ``layer``; ``EndPart(model, layer)(x, a)``
+returns the model's output when ``layer``'s output is replaced by ``a``. Only what is needed runs:
+both parts are built by tracing the model with :mod:`torch.fx` and dropping the nodes whose values
+are not needed. For a sequential cut (Tiny10 at ``bn3``, a ResNet at a block output) the end part
+does not look at ``x`` at all; for a cut inside a residual block it still computes the skip branch
+from ``x`` with the end network's own weights - exactly what running the whole end network with a
+hook that overrides the layer's output computes (the reference design), minus the wasted work.
+
+Models that torch.fx cannot trace (data-dependent control flow) fall back to hooks: the front part
+stops the forward pass with an exception as soon as the layer has run; the end part runs the whole
+network and overrides the layer's output.
+"""
+import logging
+from typing import Optional
+
+import torch
+from torch import fx, nn
+
+from src.errors import UserError
+from src.features import first_tensor, get_module
+
+log = logging.getLogger(__name__)
+
+
+class _CutTracer(fx.Tracer):
+    """The default tracer, except that the cut module is a leaf even if it is a container (e.g. a block)."""
+
+    def __init__(self, cut: str):
+        super().__init__()
+        self.cut = cut
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return qualified_name == self.cut or super().is_leaf_module(module, qualified_name)
+
+
+def _trace(model: nn.Module, layer: str) -> Optional[fx.Graph]:
+    try:
+        return _CutTracer(layer).trace(model)
+    except Exception as err:  # noqa: BLE001 - any tracing failure means: use the hook fallback
+        log.info("torch.fx cannot trace %s (%s); using forward hooks", type(model).__name__, err)
+        return None
+
+
+def _layer_node(graph: fx.Graph, layer: str) -> Optional[fx.Node]:
+    nodes = [n for n in graph.nodes if n.op == "call_module" and n.target == layer]
+    if len(nodes) > 1:
+        raise UserError(f"layer {layer!r} is called {len(nodes)} times in one forward pass; stitch at a layer used once")
+    return nodes[0] if nodes else None
+
+
+def _pruned(model: nn.Module, graph: fx.Graph) -> fx.GraphModule:
+    """A GraphModule of ``graph`` without the nodes whose values are unused (sharing ``model``'s modules)."""
+    draft = fx.GraphModule(model, graph)  # dead-code elimination needs an owning module
+    draft.graph.eliminate_dead_code()
+    draft.graph.lint()
+    return fx.GraphModule(model, draft.graph)
+
+
+class _StopForward(Exception):
+    def __init__(self, value):
+        super().__init__()
+        self.value = value
+
+
+class FrontPart(nn.Module):
+    """The network from its input up to and including ``layer``."""
+
+    def __init__(self, model: nn.Module, layer: str):
+        super().__init__()
+        get_module(model, layer)  # a clear error for a wrong name
+        self.layer = layer
+        self.model = model
+        self.graph_module: Optional[fx.GraphModule] = None
+        graph = _trace(model, layer)
+        node = _layer_node(graph, layer) if graph is not None else None
+        if node is not None:
+            for out in [n for n in graph.nodes if n.op == "output"]:
+                graph.erase_node(out)
+            graph.output(node)
+            self.graph_module = _pruned(model, graph)
+
+    @property
+    def uses_fx(self) -> bool:
+        return self.graph_module is not None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.graph_module is not None:
+            return first_tensor(self.graph_module(x))
+
+        def stop(module, inputs, output):
+            raise _StopForward(first_tensor(output))
+
+        handle = get_module(self.model, self.layer).register_forward_hook(stop)
+        try:
+            self.model(x)
+        except _StopForward as done:
+            return done.value
+        finally:
+            handle.remove()
+        raise RuntimeError(f"layer {self.layer!r} was not called during the forward pass")
+
+
+class EndPart(nn.Module):
+    """The network after ``layer``: ``forward(x, activation)`` with ``activation`` in place of the layer's output.
+
+    ``needs_input`` tells whether ``x`` is used at all (False for sequential cuts; then ``x`` may be None).
+    """
+
+    def __init__(self, model: nn.Module, layer: str):
+        super().__init__()
+        get_module(model, layer)
+        self.layer = layer
+        self.model = model
+        self.graph_module: Optional[fx.GraphModule] = None
+        self.needs_input = True
+        graph = _trace(model, layer)
+        node = _layer_node(graph, layer) if graph is not None else None
+        if node is not None:
+            inputs = [n for n in graph.nodes if n.op == "placeholder"]
+            with graph.inserting_after(inputs[-1]):
+                replacement = graph.placeholder("stitched_activation")
+            node.replace_all_uses_with(replacement)
+            graph.erase_node(node)
+            self.graph_module = _pruned(model, graph)
+            self.needs_input = any(n.users for n in self.graph_module.graph.nodes
+                                   if n.op == "placeholder" and n.target != "stitched_activation")
+            self._n_inputs = len(inputs)
+
+    @property
+    def uses_fx(self) -> bool:
+        return self.graph_module is not None
+
+    def forward(self, x: Optional[torch.Tensor], activation: torch.Tensor) -> torch.Tensor:
+        if self.graph_module is not None:
+            if x is None and self.needs_input:
+                raise ValueError(f"the part after {self.layer!r} needs the network input")
+            return self.graph_module(*([x] * self._n_inputs), activation)
+
+        def override(module, inputs, output):
+            return activation
+
+        handle = get_module(self.model, self.layer).register_forward_hook(override)
+        try:
+            return self.model(x)
+        finally:
+            handle.remove()

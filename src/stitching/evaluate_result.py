@@ -1,0 +1,58 @@
+"""What ``eval_stitch.py`` and ``compare_frank_m2.py`` compute from a result pickle."""
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+
+from src.config import get_config, resolve_device
+from src.data import dataset_info, get_loader
+from src.similarity import NEEDS_INPUTS, RETURNS, get_measure
+from src.stitching.rebuild import frank_from_result
+from src.stitching.report import agreement
+from src.stitching.results import load_result
+from src.training.evaluate import predict, result_from_logits
+
+
+def evaluate_stitch(path, mode: str, split: str = "test", batch_size: int = 1000, max_samples: Optional[int] = None,
+                    device: Optional[str] = None, front_model: Optional[str] = None,
+                    end_model: Optional[str] = None) -> Dict[str, Any]:
+    """Loss, accuracy, relative accuracy and agreement with the end network of one stitch of a result."""
+    result = load_result(path)
+    config = get_config()
+    device = resolve_device(device or config.device)
+    frank, dataset = frank_from_result(result, mode, device, front_model, end_model)
+    loader = get_loader(dataset, split, batch_size, max_samples=max_samples, config=config, device=device,
+                        val_size=result["params"].get("val_size", 5000))
+    multilabel = dataset_info(dataset).multilabel
+    logits, targets = predict(frank, loader, device)
+    end_logits, _ = predict(frank.end_model, loader, device)
+    stitched, end = result_from_logits(logits, targets, multilabel), result_from_logits(end_logits, targets, multilabel)
+    agree = agreement(logits, end_logits, stitched.acc, end.acc, multilabel)
+    return {"result": str(path), "stitch": mode, "dataset": dataset, "split": split, "n": stitched.n,
+            "loss": stitched.loss, "acc": stitched.acc, "end_acc": end.acc, "rel_acc": agree["rel_acc"],
+            "same_class_out": agree["same_class_out"], "crossentropy_to_end": agree["crossentropy"]}
+
+
+def compare_stitch_to_end(path, mode: str, measures: Sequence[str], split: str = "test", batch_size: int = 500,
+                          max_samples: Optional[int] = 2000, device: Optional[str] = None,
+                          front_model: Optional[str] = None, end_model: Optional[str] = None) -> Dict[str, Any]:
+    """Similarity measures between the stitch output and the end network's own activation at the end layer."""
+    functions = {name: get_measure(name) for name in measures}
+    result = load_result(path)
+    config = get_config()
+    device = resolve_device(device or config.device)
+    frank, dataset = frank_from_result(result, mode, device, front_model, end_model)
+    loader = get_loader(dataset, split, batch_size, max_samples=max_samples, config=config, device=device,
+                        val_size=result["params"].get("val_size", 5000))
+    keep_inputs = any(name in NEEDS_INPUTS for name in measures)
+    stitched, target, inputs = [], [], []
+    with torch.no_grad():
+        for x, _ in loader:
+            stitched.append(frank.stitch(frank.front(x)).cpu())
+            target.append(frank.end_target(x).cpu())
+            if keep_inputs:
+                inputs.append(x.cpu())
+    stitched, target = torch.cat(stitched), torch.cat(target)
+    values = {name: fn(stitched, target, inputs=torch.cat(inputs)) if name in NEEDS_INPUTS else fn(stitched, target)
+              for name, fn in functions.items()}
+    return {"result": str(path), "stitch": mode, "dataset": dataset, "split": split, "n": int(stitched.shape[0]),
+            "values": values, "returns": {name: RETURNS[name] for name in measures}}

@@ -1,0 +1,46 @@
+"""Rebuilding a stitched network from a result pickle alone (``eval_stitch.py``, ``compare_frank_m2.py``).
+
+``mode`` picks the stitch: ``before`` (its initial state), ``after`` (trained) or ``ps_inv`` (the
+least-squares stitch). Low-rank factors and the mask are restored as they were.
+"""
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+from src.data import dataset_info
+from src.errors import UserError
+from src.models.checkpoint import load_checkpoint
+from src.stitching.build import build_frank
+from src.stitching.frank import FrankensteinNet
+
+MODES = ("before", "after", "ps_inv")
+
+
+def _checkpoint(params: Dict[str, Any], role: str, override: Optional[str]) -> str:
+    if override:
+        return override
+    for key in (f"{role}_model", f"{role}_model_path"):
+        if params.get(key) and Path(params[key]).is_file():
+            return params[key]
+    raise UserError(f"the {role} checkpoint {params.get(f'{role}_model')} recorded in the result no longer exists; "
+                    f"pass --{role}-model PATH")
+
+
+def frank_from_result(result: Dict[str, Any], mode: str, device="cpu", front_model: Optional[str] = None,
+                      end_model: Optional[str] = None) -> Tuple[FrankensteinNet, str]:
+    """``(stitched network, dataset name)`` with the ``mode`` weights loaded."""
+    if mode not in MODES:
+        raise UserError(f"unknown stitch {mode!r}; choose one of {', '.join(MODES)}")
+    params, trans_m = result["params"], result["trans_m"]
+    if mode not in trans_m:
+        raise UserError(f"the result holds no {mode!r} stitch (it has {', '.join(k for k in trans_m if k in MODES)})")
+    dataset = params["dataset"]
+    info = dataset_info(dataset)
+    front, _ = load_checkpoint(_checkpoint(params, "front", front_model), params.get("front_arch"), dataset, device)
+    end, _ = load_checkpoint(_checkpoint(params, "end", end_model), params.get("end_arch"), dataset, device)
+    frank = build_frank(front, end, params["front_layer"], params["end_layer"], (info.n_channels, *info.input_size),
+                        flatten=params.get("flatten", False), rank=params.get("low_rank"), device=device)
+    weights = trans_m[mode]
+    frank.stitch.load_param_dict(weights)
+    if mode != "ps_inv" and "mask" in trans_m:
+        frank.stitch.set_mask(trans_m["mask"]["w"])
+    return frank.eval(), dataset

@@ -1,0 +1,39 @@
+"""Reading stitching results back (for notebooks, ``eval_stitch.py`` and ``compare_frank_m2.py``).
+
+>>> from src.stitching.results import load_result, load_summaries
+>>> r = load_result("results/my-run/bn3-bn3.pkl")
+>>> r["model_results"]["trans"]["acc"], r["cka_frank"]
+>>> table = load_summaries("results/")   # one row per result pickle below the folder
+"""
+from pathlib import Path
+from typing import Any, Dict
+
+import pandas as pd
+
+from src.errors import UserError
+from src.results_io import read_pickle
+from src.stitching.report import FORMAT
+
+REQUIRED_KEYS = ("params", "model_results", "trans_m")
+
+
+def load_result(path) -> Dict[str, Any]:
+    """The result dict of one stitching run (see :mod:`src.stitching.report` for the keys)."""
+    result = read_pickle(path)
+    if not isinstance(result, dict) or any(k not in result for k in REQUIRED_KEYS):
+        raise UserError(f"{path} is not a stitching result (it lacks {', '.join(k for k in REQUIRED_KEYS if not isinstance(result, dict) or k not in result)})")
+    if result.get("format", FORMAT) != FORMAT:
+        raise UserError(f"{path} is a {result.get('format')} file, not a stitching result")
+    return result
+
+
+def load_summaries(folder) -> pd.DataFrame:
+    """The summary rows of every stitching result pickle below ``folder``, with their paths."""
+    rows = []
+    for path in sorted(Path(folder).rglob("*.pkl")):
+        try:
+            result = load_result(path)
+        except UserError:
+            continue
+        rows.append({"path": str(path), **result.get("summary", {})})
+    return pd.DataFrame(rows)
