@@ -8,35 +8,35 @@ import sys
 
 from src.cli import run_main, script_argv
 from src.data import DATASET_NAMES
+from src.training.run import TrainJob as D
+from src.training.run import train_from_args
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-m", "--model", default="tiny10", help="zoo model name (see layer_info.py --list); default tiny10")
-    parser.add_argument("-d", "--dataset", default="cifar10", choices=DATASET_NAMES, help="dataset; default cifar10")
-    parser.add_argument("-i", "--init-noise", type=int, default=0, help="seed of the initial weights; default 0")
-    parser.add_argument("-g", "--gradient-noise", type=int, default=0, help="seed of batch order and augmentation; default 0")
+    parser.add_argument("-m", "--model", default=D.model, help="zoo model name (see layer_info.py --list); default tiny10")
+    parser.add_argument("-d", "--dataset", default=D.dataset, choices=DATASET_NAMES, help="dataset; default cifar10")
+    parser.add_argument("-i", "--init-noise", type=int, default=D.init_noise, help="seed of the initial weights; default 0")
+    parser.add_argument("-g", "--gradient-noise", type=int, default=D.gradient_noise, help="seed of batch order and augmentation; default 0")
     parser.add_argument("-o", "--out-dir", default=None, help="output root; default SNAPSHOTS_DIR of the config (snapshots/)")
-    parser.add_argument("-e", "--epochs", type=int, default=300, help="default 300")
-    parser.add_argument("-b", "--batch-size", type=int, default=128, help="default 128")
-    parser.add_argument("-lr", "--lr", type=float, default=0.1,
+    parser.add_argument("-e", "--epochs", type=int, default=D.epochs, help="default 300")
+    parser.add_argument("-b", "--batch-size", type=int, default=D.batch_size, help="default 128")
+    parser.add_argument("-lr", "--lr", type=float, default=D.lr,
                         help="initial learning rate, multiplied by 0.1 after 1/3 and 2/3 of the epochs; default 0.1")
-    parser.add_argument("-wd", "--weight-decay", type=float, default=1e-4, help="default 1e-4")
-    parser.add_argument("-opt", "--optimizer", choices=["sgd", "adam"], default="sgd",
+    parser.add_argument("-wd", "--weight-decay", type=float, default=D.weight_decay, help="default 1e-4")
+    parser.add_argument("-opt", "--optimizer", choices=["sgd", "adam"], default=D.optimizer,
                         help="sgd (Nesterov momentum 0.9) or adam; default sgd")
-    parser.add_argument("-s", "--save-frequency", type=int, default=10000,
+    parser.add_argument("-s", "--save-frequency", type=int, default=D.save_frequency,
                         help="save a checkpoint every this many iterations (iteration 0 and the last are always saved); default 10000")
-    parser.add_argument("--val-size", type=int, default=5000, help="training samples held out for validation; default 5000")
+    parser.add_argument("--val-size", type=int, default=D.val_size, help="training samples held out for validation; default 5000")
     parser.add_argument("--max-samples", type=int, default=None, help="use only this many training samples (quick runs)")
     parser.add_argument("--no-augment", action="store_true", help="train without data augmentation")
     parser.add_argument("--download", action="store_true", help="download the dataset with torchvision if it is missing")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N; default DEVICE of the config (auto)")
-    return parser.parse_args(argv)
+    return D(**vars(parser.parse_args(argv)))
 
 
 def main(argv=None):
-    from src.training.run import train_from_args
-
     args = parse_args(argv)
     run_dir = train_from_args(args, script_argv(__file__, argv))
     print(f"done: checkpoints and training_log.csv in {run_dir}")

@@ -26,29 +26,13 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from src.config import get_config  # noqa: E402
-from src.data import get_loader  # noqa: E402
+from src.data import NORMALIZATION, get_loader  # noqa: E402
+from src.models import create_model  # noqa: E402
 from src.data.idx import read_idx  # noqa: E402
 from src.data.mnist_like import IMAGE_FILES, LABEL_FILES, locate_files  # noqa: E402
 from src.data.splits import split_indices  # noqa: E402
 
-MEAN, STD = 0.1307, 0.3081
-
-
-class LeNet(nn.Module):
-    """LeNet-5 for 1x32x32 inputs."""
-
-    def __init__(self, n_classes: int = 10):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
-        )
-        self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, n_classes),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+(MEAN,), (STD,) = NORMALIZATION["fashion"]
 
 
 class PILFashionMNIST(Dataset):
@@ -85,7 +69,7 @@ def baseline_dataset(max_samples: Optional[int]) -> PILFashionMNIST:
 def train_epoch(batches: Iterable, seed: int) -> float:
     """Seconds for one SGD epoch of a fresh LeNet over ``batches``."""
     torch.manual_seed(seed)
-    model = LeNet()
+    model = create_model("lenet", n_classes=10, n_channels=1, seed=0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
     start = time.perf_counter()

@@ -212,3 +212,19 @@ def test_batch_cka_is_linear_cka_and_differentiable():
     assert value.item() == pytest.approx(cka(x.detach(), y), abs=1e-5)
     value.backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("name,layer", [("tiny10", "bn3"), ("resnet20_w1", "layer1.1.bn2"), ("resnet20_w1", "layer2.0")])
+def test_folding_batchnorm_changes_only_rounding_and_removes_the_batchnorms(name, layer):
+    front_model, end_model = _models(name)
+    plain = build_frank(front_model, end_model, layer, layer, (1, 32, 32))
+    folded = build_frank(front_model, end_model, layer, layer, (1, 32, 32), fold_batchnorm=True)
+    folded.stitch.load_state_dict(plain.stitch.state_dict())
+    x = torch.randn(8, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), plain(x), atol=1e-4, rtol=1e-4)
+    bns = [m for m in folded.end.graph_module.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(bns) < len([m for m in plain.end.graph_module.modules() if isinstance(m, nn.BatchNorm2d)])
+    running_mean = end_model.bn1.running_mean.clone()
+    folded(x)
+    assert torch.equal(end_model.bn1.running_mean, running_mean)  # the original networks are untouched

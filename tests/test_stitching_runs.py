@@ -95,7 +95,7 @@ def test_pickle_round_trips_through_eval_stitch(nets, tmp_path):
     ["-m", "semi-match"], ["-m", "abs-semi-match"], ["-m", "random-permutation", "-i", "eye"],
     ["--target-type", "soft_1"], ["--target-type", "soft_2"], ["--target-type", "soft_12", "--temperature", "2"],
     ["--target-type", "soft_1_plus_2"], ["-r", "4", "-i", "perm"], ["--l1", "0.01"], ["--cka-reg", "0.5"],
-    ["--cache-front", "--target-type", "soft_12", "--cka-reg", "-0.1"], ["-f", "-i", "ps_inv"],
+    ["--cache-front", "--target-type", "soft_12", "--cka-reg", "-0.1"], ["--cache-front", "--fold-bn", "-i", "ps_inv"], ["-f", "-i", "ps_inv"],
     ["--optimizer", "sgd", "-lr", "0.01", "-wd", "1e-4"],
 ])
 def test_every_option_runs_end_to_end(nets, tmp_path, options):

@@ -25,18 +25,20 @@ class FrankensteinNet(nn.Module):
     """``end_after(end_layer)(x, stitch(front_upto(front_layer)(x)))``.
 
     Both networks are frozen and stay in ``eval()`` mode whatever ``train()`` is called with; only
-    the stitch trains. ``end_target(x)`` gives the end network's own activation at ``end_layer``
+    the stitch trains. ``fold_batchnorm`` folds BatchNorms into the preceding layers of both parts
+    (see :mod:`src.stitching.cut`). ``end_target(x)`` gives the end network's own activation at ``end_layer``
     (what the stitch imitates), computed only when asked for (CKA regularisation, measurements).
     """
 
     def __init__(self, front_model: nn.Module, end_model: nn.Module, front_layer: str, end_layer: str,
-                 stitch: AffineStitch):
+                 stitch: AffineStitch, fold_batchnorm: bool = False):
         super().__init__()
         self.front_model = freeze(front_model)
         self.end_model = freeze(end_model)
         self.front_layer, self.end_layer = front_layer, end_layer
-        self.front = FrontPart(self.front_model, front_layer)
-        self.end = EndPart(self.end_model, end_layer)
+        self.fold_batchnorm = fold_batchnorm
+        self.front = FrontPart(self.front_model, front_layer, fold_batchnorm)
+        self.end = EndPart(self.end_model, end_layer, fold_batchnorm)
         self.stitch = stitch
         self._end_front: Optional[FrontPart] = None
 
@@ -49,7 +51,7 @@ class FrankensteinNet(nn.Module):
     @property
     def end_front(self) -> FrontPart:
         if self._end_front is None:
-            self._end_front = FrontPart(self.end_model, self.end_layer)
+            self._end_front = FrontPart(self.end_model, self.end_layer, self.fold_batchnorm)
         return self._end_front
 
     def front_activation(self, x: torch.Tensor) -> torch.Tensor:

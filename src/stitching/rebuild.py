@@ -38,7 +38,8 @@ def frank_from_result(result: Dict[str, Any], mode: str, device="cpu", front_mod
     front, _ = load_checkpoint(_checkpoint(params, "front", front_model), params.get("front_arch"), dataset, device)
     end, _ = load_checkpoint(_checkpoint(params, "end", end_model), params.get("end_arch"), dataset, device)
     frank = build_frank(front, end, params["front_layer"], params["end_layer"], (info.n_channels, *info.input_size),
-                        flatten=params.get("flatten", False), rank=params.get("low_rank"), device=device)
+                        flatten=params.get("flatten", False), rank=params.get("low_rank"), device=device,
+                        fold_batchnorm=params.get("fold_bn", False))
     weights = trans_m[mode]
     frank.stitch.load_param_dict(weights)
     if mode != "ps_inv" and "mask" in trans_m:

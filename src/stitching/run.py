@@ -15,6 +15,7 @@ from src.seeding import generator, seed_everything
 from src.stitching.batches import CachedBatches, LiveBatches
 from src.stitching.build import build_frank, check_models_fit_dataset
 from src.stitching.inits import build_mask, check_options, initialize, least_squares_weights
+from src.stitching.job import StitchJob
 from src.stitching.layers import AffineStitch
 from src.stitching.losses import teachers_needed
 from src.stitching.measure import collect_outputs, collect_statistics
@@ -39,7 +40,7 @@ def least_squares_stitch(like: AffineStitch, weights: Dict[str, Any]) -> AffineS
     return stitch.requires_grad_(False)
 
 
-def stitch_from_args(args, argv=None) -> Path:
+def stitch_from_args(args: StitchJob, argv=None) -> Path:
     """Build, initialise, train and evaluate one stitch; write the result pickle and CSV. Returns the pickle path."""
     config = get_config()
     path = result_path(args, config)
@@ -55,7 +56,7 @@ def stitch_from_args(args, argv=None) -> Path:
 
     seed_everything(args.seed)
     frank = build_frank(front_model, end_model, args.front_layer, args.end_layer, (info.n_channels, *info.input_size),
-                        flatten=args.flatten, rank=args.low_rank, device=device)
+                        flatten=args.flatten, rank=args.low_rank, device=device, fold_batchnorm=args.fold_bn)
     check_options(frank.stitch, args.init, args.mask)
     print(f"stitching {args.front_layer} {frank.stitch.front_shape} -> {args.end_layer} {frank.stitch.end_shape}: "
           f"{frank.stitch.mode} stitch ({frank.stitch.in_features} -> {frank.stitch.out_features}"

@@ -1,5 +1,7 @@
 """What ``train_model.py`` does, callable from Python: build everything from the arguments and train."""
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from src.config import get_config, resolve_device, resolve_path
 from src.data import dataset_info, get_loader
@@ -8,12 +10,34 @@ from src.provenance import provenance
 from src.training.trainer import ClassifierTrainer, TrainSettings
 
 
+@dataclass
+class TrainJob:
+    """One training run's settings (``train_model.py`` takes its defaults from here: the reference's)."""
+
+    model: str = "tiny10"
+    dataset: str = "cifar10"
+    init_noise: int = 0
+    gradient_noise: int = 0
+    out_dir: Optional[str] = None  # default: SNAPSHOTS_DIR of the config
+    epochs: int = 300
+    batch_size: int = 128
+    lr: float = 0.1
+    weight_decay: float = 1e-4
+    optimizer: str = "sgd"
+    save_frequency: int = 10000
+    val_size: int = 5000
+    max_samples: Optional[int] = None
+    no_augment: bool = False
+    download: bool = False
+    device: Optional[str] = None
+
+
 def run_folder(out_dir, model: str, dataset: str, init_seed: int, gradient_seed: int) -> Path:
     """``<out>/<Model>/<Dataset>/in<i>-gn<g>``: the reference's layout (display names, e.g. Tiny10/FashionMNIST)."""
     return Path(out_dir) / model_display_name(model) / dataset_info(dataset).display_name / f"in{init_seed}-gn{gradient_seed}"
 
 
-def train_from_args(args, argv=None) -> Path:
+def train_from_args(args: TrainJob, argv=None) -> Path:
     """Train ``args.model`` on ``args.dataset``; returns the run folder with the checkpoints and the log."""
     config = get_config()
     info = dataset_info(args.dataset)
