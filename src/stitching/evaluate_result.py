@@ -12,16 +12,23 @@ from src.stitching.results import load_result
 from src.training.evaluate import predict, result_from_logits
 
 
-def evaluate_stitch(path, mode: str, split: str = "test", batch_size: int = 1000, max_samples: Optional[int] = None,
-                    device: Optional[str] = None, front_model: Optional[str] = None,
-                    end_model: Optional[str] = None) -> Dict[str, Any]:
-    """Loss, accuracy, relative accuracy and agreement with the end network of one stitch of a result."""
+def _stitch_and_data(path, mode, split, batch_size, max_samples, device, front_model, end_model):
+    """The rebuilt stitched network of a result and a loader of the split it is to be measured on."""
     result = load_result(path)
     config = get_config()
     device = resolve_device(device or config.device)
     frank, dataset = frank_from_result(result, mode, device, front_model, end_model)
     loader = get_loader(dataset, split, batch_size, max_samples=max_samples, config=config, device=device,
                         val_size=result["params"].get("val_size", 5000))
+    return frank, dataset, loader, device
+
+
+def evaluate_stitch(path, mode: str, split: str = "test", batch_size: int = 1000, max_samples: Optional[int] = None,
+                    device: Optional[str] = None, front_model: Optional[str] = None,
+                    end_model: Optional[str] = None) -> Dict[str, Any]:
+    """Loss, accuracy, relative accuracy and agreement with the end network of one stitch of a result."""
+    frank, dataset, loader, device = _stitch_and_data(path, mode, split, batch_size, max_samples, device,
+                                                      front_model, end_model)
     multilabel = dataset_info(dataset).multilabel
     logits, targets = predict(frank, loader, device)
     end_logits, _ = predict(frank.end_model, loader, device)
@@ -37,12 +44,8 @@ def compare_stitch_to_end(path, mode: str, measures: Sequence[str], split: str =
                           front_model: Optional[str] = None, end_model: Optional[str] = None) -> Dict[str, Any]:
     """Similarity measures between the stitch output and the end network's own activation at the end layer."""
     functions = {name: get_measure(name) for name in measures}
-    result = load_result(path)
-    config = get_config()
-    device = resolve_device(device or config.device)
-    frank, dataset = frank_from_result(result, mode, device, front_model, end_model)
-    loader = get_loader(dataset, split, batch_size, max_samples=max_samples, config=config, device=device,
-                        val_size=result["params"].get("val_size", 5000))
+    frank, dataset, loader, _ = _stitch_and_data(path, mode, split, batch_size, max_samples, device,
+                                                 front_model, end_model)
     keep_inputs = any(name in NEEDS_INPUTS for name in measures)
     stitched, target, inputs = [], [], []
     with torch.no_grad():

@@ -87,10 +87,7 @@ def stitch_from_args(args: StitchJob, argv=None) -> Path:
         batches = LiveBatches(frank, train, teachers, bool(args.cka_reg), device)
     timing["cache_seconds"] = time.perf_counter() - started if args.cache_front else 0.0
     val = get_loader(dataset, "val", EVAL_BATCH, **data)
-    settings = StitchSettings(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, optimizer=args.optimizer,
-                              l1=args.l1, cka_reg=args.cka_reg, target_type=args.target_type,
-                              temperature=args.temperature, save_frequency=args.save_frequency)
-    curve, history = train_stitch(frank, batches, val, settings, info.multilabel)
+    curve, history = train_stitch(frank, batches, val, StitchSettings.from_job(args), info.multilabel)
     timing["epoch_seconds"] = [float(s) for s in curve["seconds"]] if len(curve) else []
 
     started = time.perf_counter()

@@ -15,15 +15,21 @@ from src.training.optim import make_optimizer, step_schedule
 
 @dataclass
 class StitchSettings:
-    epochs: int = 30
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    optimizer: str = "adam"
-    l1: float = 0.0
-    cka_reg: float = 0.0
-    target_type: str = "hard"
-    temperature: float = 1.0
-    save_frequency: int = 10  # the stitch is recorded every save_frequency * epochs iterations
+    """The training part of a :class:`~src.stitching.job.StitchJob` (whose defaults are the reference's)."""
+
+    epochs: int
+    lr: float
+    weight_decay: float
+    optimizer: str
+    l1: float
+    cka_reg: float
+    target_type: str
+    temperature: float
+    save_frequency: int  # the stitch is recorded every save_frequency * epochs iterations
+
+    @classmethod
+    def from_job(cls, job) -> "StitchSettings":
+        return cls(**{name: getattr(job, name) for name in cls.__dataclass_fields__})
 
 
 def train_stitch(frank: FrankensteinNet, batches, val_loader, settings: StitchSettings, multilabel: bool = False,
