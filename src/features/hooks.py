@@ -42,6 +42,14 @@ def first_tensor(output: Any, key: Optional[str] = None) -> torch.Tensor:
     raise UserError(f"module output of type {type(output).__name__} holds no tensor")
 
 
+def _version(tensor: torch.Tensor) -> Optional[int]:
+    """The tensor's in-place version counter (None for inference-mode tensors, which have none)."""
+    try:
+        return tensor._version
+    except RuntimeError:
+        return None
+
+
 class capture:
     """Record the outputs of named modules during forward passes.
 
@@ -54,10 +62,16 @@ class capture:
     Outputs are detached; with ``to_cpu=True`` they are moved to the CPU; with ``keep="all"`` every
     forward pass is kept as a list (``torch.cat`` them for a whole data set). Hooks are removed on
     exit even if the body raises. ``output_key`` picks a key of dict outputs.
+
+    A later in-place operation (``ReLU(inplace=True)`` after a BatchNorm, as in torchvision's
+    ResNets) overwrites a detached output. :meth:`overwritten` names the layers whose recorded
+    output changed after it was recorded (from the tensors' version counters, at no cost);
+    ``clone`` (True, or a collection of layer names, also settable later through
+    :attr:`clone`) records a copy for those layers instead.
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str], to_cpu: bool = False,
-                 keep: str = "last", output_key: Optional[str] = None):
+                 keep: str = "last", output_key: Optional[str] = None, clone=False):
         if keep not in ("last", "all"):
             raise ValueError("keep must be 'last' or 'all'")
         self.model = unwrap_model(model)
@@ -66,19 +80,35 @@ class capture:
         self.to_cpu = to_cpu
         self.keep = keep
         self.output_key = output_key
+        self.clone = set(self.layers) if clone is True else set(clone or ())
         self.activations: Dict[str, Any] = OrderedDict()
+        self._versions: Dict[str, List[Any]] = {}
         self._handles: List[Any] = []
 
     def _hook(self, name: str):
         def save(module, inputs, output):
             tensor = first_tensor(output, self.output_key).detach()
+            if name in self.clone:
+                tensor = tensor.clone()
             if self.to_cpu:
                 tensor = tensor.cpu()
             if self.keep == "all":
                 self.activations.setdefault(name, []).append(tensor)
+                self._versions.setdefault(name, []).append((tensor, _version(tensor)))
             else:
                 self.activations[name] = tensor
+                self._versions[name] = [(tensor, _version(tensor))]
         return save
+
+    def overwritten(self) -> List[str]:
+        """Layers whose output recorded since the last call was modified in place afterwards.
+
+        Checks (and forgets) every output recorded since the previous call.
+        """
+        changed = [name for name, seen in self._versions.items()
+                   if any(version is not None and _version(tensor) != version for tensor, version in seen)]
+        self._versions.clear()
+        return [name for name in self.layers if name in changed]
 
     def __enter__(self) -> Dict[str, Any]:
         for name, module in zip(self.layers, self.modules):
@@ -89,6 +119,7 @@ class capture:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        self._versions.clear()
 
 
 def forward_order(model: nn.Module, example: torch.Tensor, leaves_only: bool = True) -> List[str]:

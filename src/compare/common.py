@@ -1,0 +1,52 @@
+"""Loading the two checkpoints of a comparison, their data, and the names they are shown under."""
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+from torch import nn
+
+from src.data import dataset_info, get_loader
+from src.errors import UserError
+from src.models import model_display_name
+from src.models.checkpoint import load_checkpoint
+
+
+def checkpoint_label(path) -> str:
+    """A short name for a checkpoint file: ``<folder>-<stem>`` (``in0-gn0-4290`` for .../in0-gn0/4290.pt)."""
+    path = Path(path)
+    parent = path.parent.name
+    return f"{parent}-{path.stem}" if parent not in ("", ".") else path.stem
+
+
+def display_name(meta: Dict[str, Any], path) -> str:
+    """``Tiny10 in0-gn0-4290``: the model's display name and the checkpoint label."""
+    try:
+        model = model_display_name(meta["model"])
+    except (UserError, KeyError):
+        model = str(meta.get("model", "model"))
+    return f"{model} {checkpoint_label(path)}"
+
+
+def check_input_fits(meta: Dict[str, Any], dataset: str, which: str) -> None:
+    """Representations can be compared on any dataset whose images the model takes (channels and size)."""
+    info = dataset_info(dataset)
+    channels = meta.get("n_channels")
+    size = tuple(meta.get("input_size") or info.input_size)
+    if channels != info.n_channels or size != tuple(info.input_size):
+        raise UserError(f"{which} was built for {channels}-channel {size[0]}x{size[1]} images ({meta.get('dataset')}); "
+                        f"{info.name} has {info.n_channels}-channel {info.input_size[0]}x{info.input_size[1]} images")
+
+
+def load_models(path1, path2, arch1: Optional[str], arch2: Optional[str], dataset: Optional[str],
+                device) -> Tuple[Tuple[nn.Module, Dict[str, Any]], Tuple[nn.Module, Dict[str, Any]]]:
+    """Both checkpoints; the same file twice gives the same model object (one forward pass per batch)."""
+    first = load_checkpoint(path1, arch1, dataset, device)
+    if Path(path1).resolve() == Path(path2).resolve() and (arch2 or arch1) == arch1:
+        return first, first
+    return first, load_checkpoint(path2, arch2, dataset, device)
+
+
+def eval_loader(dataset: str, split: str, batch_size: int, max_samples: Optional[int], device, download: bool,
+                val_size: int = 5000, config=None):
+    """Batches of a split in order, without shuffling or augmentation."""
+    return get_loader(dataset, split, batch_size, shuffle=False, augment=False, max_samples=max_samples,
+                      device=device, download=download, val_size=val_size, config=config)
