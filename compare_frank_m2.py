@@ -9,8 +9,6 @@ import argparse
 import json
 import sys
 
-import numpy as np
-
 from src.cli import run_main
 from src.stitching.rebuild import MODES
 
@@ -19,7 +17,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("pickle", help="result pickle written by stitch_nets.py")
     p.add_argument("mode", choices=MODES, help="which stitch to use")
-    p.add_argument("measures", nargs="+", help="similarity measures")
+    p.add_argument("measures", nargs="+", help="similarity measures (names of src.similarity.MEASURES, or all)")
     p.add_argument("--split", choices=["test", "val", "train"], default="test", help="default test")
     p.add_argument("-b", "--batch-size", type=int, default=500)
     p.add_argument("--max-samples", type=int, default=2000, help="samples to compare on; default 2000")
@@ -30,36 +28,18 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def _plain(value):
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
-
-
-def _describe(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.6f}"
-    if isinstance(value, np.ndarray):
-        return f"array {value.shape}, mean {value.mean():.4f}"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_describe(v)}" for k, v in value.items()) + "}"
-    return str(value)
-
-
 def main(argv=None):
+    from src.compare.nets import jsonable, table
     from src.stitching.evaluate_result import compare_stitch_to_end
 
     args = parse_args(argv)
     r = compare_stitch_to_end(args.pickle, args.mode, args.measures, args.split, args.batch_size, args.max_samples,
                               args.device, args.front_model, args.end_model)
     if args.json:
-        print(json.dumps(_plain(r), indent=2))
+        print(json.dumps(jsonable(r), indent=2))
         return
     print(f"{r['stitch']} stitch output vs end layer on {r['dataset']} ({r['split']} split, {r['n']} samples)")
-    for name, value in r["values"].items():
-        print(f"  {name:14s} {_describe(value)}")
+    print(table(r).to_string())
 
 
 if __name__ == "__main__":

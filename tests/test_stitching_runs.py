@@ -84,7 +84,7 @@ def test_pickle_round_trips_through_eval_stitch(nets, tmp_path):
     before = evaluate_stitch(path, "before")
     assert before["n"] == 60
     measured = compare_stitch_to_end(path, "after", ["cka", "l2"], max_samples=50)
-    assert measured["values"]["cka"] == pytest.approx(result["cka_frank"], abs=1e-6)
+    assert measured["results"]["cka"] == pytest.approx(result["cka_frank"], abs=1e-6)
     done = subprocess.run([sys.executable, "eval_stitch.py", str(path), "after", "--json"], cwd=REPO,
                           capture_output=True, text=True)
     assert done.returncode == 0 and '"stitch": "after"' in done.stdout

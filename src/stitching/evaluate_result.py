@@ -5,6 +5,7 @@ import torch
 
 from src.config import get_config, resolve_device
 from src.data import dataset_info, get_loader
+from src.compare.nets import measure_names
 from src.similarity import NEEDS_INPUTS, RETURNS, get_measure
 from src.stitching.rebuild import frank_from_result
 from src.stitching.report import agreement
@@ -43,7 +44,7 @@ def compare_stitch_to_end(path, mode: str, measures: Sequence[str], split: str =
                           max_samples: Optional[int] = 2000, device: Optional[str] = None,
                           front_model: Optional[str] = None, end_model: Optional[str] = None) -> Dict[str, Any]:
     """Similarity measures between the stitch output and the end network's own activation at the end layer."""
-    functions = {name: get_measure(name) for name in measures}
+    measures = measure_names(measures)
     frank, dataset, loader, _ = _stitch_and_data(path, mode, split, batch_size, max_samples, device,
                                                  front_model, end_model)
     keep_inputs = any(name in NEEDS_INPUTS for name in measures)
@@ -55,7 +56,7 @@ def compare_stitch_to_end(path, mode: str, measures: Sequence[str], split: str =
             if keep_inputs:
                 inputs.append(x.cpu())
     stitched, target = torch.cat(stitched), torch.cat(target)
-    values = {name: fn(stitched, target, inputs=torch.cat(inputs)) if name in NEEDS_INPUTS else fn(stitched, target)
-              for name, fn in functions.items()}
+    values = {name: get_measure(name)(stitched, target, **({"inputs": torch.cat(inputs)} if name in NEEDS_INPUTS else {}))
+              for name in measures}
     return {"result": str(path), "stitch": mode, "dataset": dataset, "split": split, "n": int(stitched.shape[0]),
-            "values": values, "returns": {name: RETURNS[name] for name in measures}}
+            "results": values, "returns": {name: RETURNS[name] for name in measures}}
