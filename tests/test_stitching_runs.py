@@ -95,7 +95,7 @@ def test_pickle_round_trips_through_eval_stitch(nets, tmp_path):
     ["-m", "semi-match"], ["-m", "abs-semi-match"], ["-m", "random-permutation", "-i", "eye"],
     ["--target-type", "soft_1"], ["--target-type", "soft_2"], ["--target-type", "soft_12", "--temperature", "2"],
     ["--target-type", "soft_1_plus_2"], ["-r", "4", "-i", "perm"], ["--l1", "0.01"], ["--cka-reg", "0.5"],
-    ["--cache-front", "--target-type", "soft_12", "--cka-reg", "-0.1"], ["--cache-front", "--fold-bn", "-i", "ps_inv"], ["-f", "-i", "ps_inv"],
+    ["--cache-front", "--target-type", "soft_12", "--cka-reg", "-0.1"], ["--cache-front", "--fold-bn", "-i", "ps_inv"],
     ["--optimizer", "sgd", "-lr", "0.01", "-wd", "1e-4"],
 ])
 def test_every_option_runs_end_to_end(nets, tmp_path, options):
@@ -112,7 +112,7 @@ def test_every_option_runs_end_to_end(nets, tmp_path, options):
 def test_cross_architecture_and_width_stitch(nets, tmp_path):
     result = load_result(stitch(nets, tmp_path, "narrow", "wide", ("layer2.0", "layer2.0"), "-i", "ps_inv"))
     assert result["shapes"] == {"front": [32, 16, 16], "end": [64, 16, 16]} and result["l2"] is None
-    result = load_result(stitch(nets, tmp_path, "lenet", "tiny1", ("relu3", "relu8"), "-f", run="x"))
+    result = load_result(stitch(nets, tmp_path, "lenet", "tiny1", ("relu3", "relu8"), "-f", "-i", "ps_inv", run="x"))
     assert result["stitch"]["mode"] == "flatten" and result["trans_m"]["after"]["w"].shape == (256, 120)
 
 
