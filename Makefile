@@ -32,8 +32,12 @@ demo: setup
 test: setup $(DEV)
 	$(PY) -m pytest -q tests
 
+# Speed measurements (each prints ratios against a baseline run in the same process).
 bench: setup
+	$(PY) -m pip install --disable-pip-version-check -q -r benchmarks/requirements.txt
 	$(PY) benchmarks/bench_loader.py
+	$(PY) benchmarks/bench_stitch.py
+	$(PY) benchmarks/bench_cka_matrix.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

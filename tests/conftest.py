@@ -20,6 +20,15 @@ def _few_threads():
 
 
 @pytest.fixture
+def one_thread():
+    """For tests of many small tensor ops: one thread avoids OpenMP barrier stalls on a loaded machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def reference_checkpoints() -> Path:
     if not REFERENCE_CHECKPOINTS.is_dir():
         pytest.skip(f"{REFERENCE_CHECKPOINTS} is absent (the shared data folder beside the repo)")

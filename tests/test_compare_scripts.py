@@ -23,12 +23,7 @@ RELU_FC = "re:relu\\d|fc"
 LAYERS = [f"relu{i}" for i in range(1, 9)] + ["fc"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -6,15 +6,7 @@ from scipy.linalg import orthogonal_procrustes, sqrtm
 
 from src.errors import UserError
 from src.similarity import canonical_correlations, cca, cca_mean_rho, procrustes, pwcca, svcca
-
-
-def rng(seed=0):
-    return np.random.default_rng(seed)
-
-
-def orthogonal(d, seed):
-    q, r = np.linalg.qr(rng(seed).standard_normal((d, d)))
-    return q * np.sign(np.diag(r))
+from tests.math_helpers import orthogonal, rng
 
 
 def related_pair(n=200, dx=8, dy=6, seed=0, noise=1.0):

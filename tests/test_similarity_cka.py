@@ -6,15 +6,7 @@ from scipy.spatial.distance import pdist, squareform
 
 from src.errors import UserError
 from src.similarity import (MEASURES, MinibatchCKA, cca, cka, cka_debiased, cka_minibatch, cka_rbf, dcka)
-
-
-def rng(seed=0):
-    return np.random.default_rng(seed)
-
-
-def orthogonal(d, seed):
-    q, r = np.linalg.qr(rng(seed).standard_normal((d, d)))
-    return q * np.sign(np.diag(r))
+from tests.math_helpers import orthogonal, rng
 
 
 def related_pair(n=120, dx=15, dy=25, seed=0, noise=0.7):

@@ -19,13 +19,7 @@ PATTERN = "re:relu\\d|fc"
 LAYERS = ["relu1", "relu2", "fc"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Many small tensor ops: one thread avoids OpenMP barrier stalls on a shared, loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def net(seed: int) -> nn.Sequential:
