@@ -12,7 +12,7 @@ CONTAINER_CONFIG="/workspace/config/container.env"
 
 usage() {
     cat <<EOF
-Usage: container/docker_run.sh [-g GPU_IDS] [-c "COMMAND"] [-i] [--dry-run] [-h]
+Usage: container/docker_run.sh [-g GPU_IDS] [-c "COMMAND"] [-i] [-p PORT] [--dry-run] [-h]
 
 Runs COMMAND with bash inside the image $IMAGE, as your own uid:gid, with
   the repository ($REPO_ROOT) mounted at /workspace (the working directory) and
@@ -27,6 +27,8 @@ Options:
   -c COMMAND   Command line to run, given as ONE argument; it reaches the container
                unchanged and runs as: bash -c "COMMAND".
   -i           Interactive: allocate a terminal (-it). Without -c this opens a bash shell.
+  -p PORT      Publish the container's TCP port PORT on the host's 127.0.0.1:PORT only
+               (e.g. for Jupyter; from another machine use ssh -L PORT:localhost:PORT).
   --dry-run    Print the docker command instead of running it (needs no docker).
   -h, --help   Show this help and exit.
 
@@ -38,6 +40,7 @@ Examples:
   container/docker_run.sh -g 0,1 -c "python stitch_nets.py --help"
   container/docker_run.sh -c "python -m pytest -q"
   container/docker_run.sh -g 2 -i
+  container/docker_run.sh -p 8888 -c "jupyter lab --ip 0.0.0.0 --port 8888 --no-browser"
 EOF
 }
 
@@ -51,6 +54,7 @@ gpus=""
 command_line=""
 have_command=false
 interactive=false
+port=""
 dry_run=false
 
 while [[ $# -gt 0 ]]; do
@@ -74,6 +78,11 @@ while [[ $# -gt 0 ]]; do
             interactive=true
             shift
             ;;
+        -p)
+            [[ $# -ge 2 ]] || usage_error "-p needs a port number, e.g. -p 8888"
+            port="$2"
+            shift 2
+            ;;
         --dry-run)
             dry_run=true
             shift
@@ -86,6 +95,9 @@ done
 
 if [[ -n "$gpus" && "$gpus" != "all" && ! "$gpus" =~ ^[0-9]+(,[0-9]+)*$ ]]; then
     usage_error "-g takes GPU numbers separated by commas (e.g. 0 or 0,1) or 'all', not '$gpus'"
+fi
+if [[ -n "$port" ]] && { [[ ! "$port" =~ ^[1-9][0-9]{0,4}$ ]] || ((port > 65535)); }; then
+    usage_error "-p takes a TCP port number from 1 to 65535, not '$port'"
 fi
 if $have_command && [[ -z "$command_line" ]]; then
     usage_error "-c was given an empty command"
@@ -117,6 +129,9 @@ cmd+=(
     -e "DRFRANK_CONFIG=$CONTAINER_CONFIG"
     -e TORCH_HOME=/cache/torch
 )
+if [[ -n "$port" ]]; then
+    cmd+=(--publish "127.0.0.1:$port:$port")
+fi
 if [[ -n "$gpus" ]]; then
     cmd+=(--gpus all -e CUDA_DEVICE_ORDER=PCI_BUS_ID)
     if [[ "$gpus" != "all" ]]; then

@@ -68,7 +68,7 @@ def dry_run(*args, home, **kwargs):
 
 
 # docker run options of docker_run.sh that take a value; everything else before the image is a flag.
-VALUE_OPTIONS = {"--user", "--security-opt", "--shm-size", "--mount", "--workdir", "-e", "--gpus"}
+VALUE_OPTIONS = {"--user", "--security-opt", "--shm-size", "--mount", "--workdir", "-e", "--gpus", "--publish"}
 
 
 def parse_run(argv):
@@ -110,7 +110,7 @@ def test_help_prints_usage_and_exits_zero(flag, home):
     result = run_script("docker_run.sh", flag, home=home)
     assert result.returncode == 0
     assert result.stdout.startswith("Usage: container/docker_run.sh")
-    for option in ("-g GPU_IDS", "-c COMMAND", "-i ", "--dry-run"):
+    for option in ("-g GPU_IDS", "-c COMMAND", "-i ", "-p PORT", "--dry-run"):
         assert option in result.stdout
     assert result.stderr == ""
 
@@ -127,6 +127,12 @@ def test_help_prints_usage_and_exits_zero(flag, home):
         ["-g", "gpu0", "-c", "true"],
         ["-c", ""],
         ["-g", "0"],  # nothing to run
+        ["-p"],
+        ["-p", "0", "-c", "true"],
+        ["-p", "65536", "-c", "true"],
+        ["-p", "08", "-c", "true"],
+        ["-p", "8888:8888", "-c", "true"],
+        ["-p", "jupyter", "-c", "true"],
         [],
     ],
 )
@@ -160,6 +166,21 @@ def test_without_g_the_container_gets_no_gpu(home):
     run = parse_run(dry_run("-c", "python -c 'print(1)'", home=home))
     assert "--gpus" not in run["values"]
     assert "CUDA_VISIBLE_DEVICES" not in run["env"]
+
+
+# ---------------------------------------------------------------- docker_run.sh: a published port (Jupyter)
+
+
+@pytest.mark.parametrize("port", ["8888", "1", "65535"])
+def test_port_is_published_on_the_host_loopback_only(port, home):
+    run = parse_run(dry_run("-p", port, "-c", "jupyter lab --ip 0.0.0.0 --port 8888", home=home))
+    assert [value for name, value in run["options"] if name == "--publish"] == [f"127.0.0.1:{port}:{port}"]
+    assert run["command"] == ["bash", "-c", "jupyter lab --ip 0.0.0.0 --port 8888"]
+
+
+def test_without_p_no_port_is_published(home):
+    argv = dry_run("-g", "0", "-i", "-c", "true", home=home)
+    assert not {"-p", "--publish", "-P", "--publish-all"} & set(argv)
 
 
 # ---------------------------------------------------------------- docker_run.sh: the command
@@ -488,6 +509,9 @@ def test_requirements_are_installed_from_requirements_txt_keeping_the_image_torc
     assert "requirements.txt /tmp/requirements.txt" in copies
     runs = " && ".join(rest for keyword, rest in instructions if keyword == "RUN")
     assert "pip install --no-cache-dir -c /tmp/preinstalled.txt -r /tmp/requirements.txt" in runs
+    # JupyterLab for the notebooks, under the same torch constraint
+    assert "requirements-notebook.txt /tmp/requirements-notebook.txt" in copies
+    assert re.search(r"-c /tmp/preinstalled.txt -r /tmp/requirements.txt\s+-r /tmp/requirements-notebook.txt", runs)
     assert "torch|torchvision" in runs
     for line in runs.split("&&"):
         if "pip install" in line:
