@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from src.data import get_loader  # noqa: E402
 from src.models import create_model  # noqa: E402
 from src.models.checkpoint import load_checkpoint  # noqa: E402
-from src.stitching.batches import CachedBatches  # noqa: E402
+from src.stitching.batches import CachedBatches, FrontCache  # noqa: E402
 from src.stitching.build import build_frank  # noqa: E402
 from src.training.optim import make_optimizer  # noqa: E402
 
@@ -106,7 +106,7 @@ def main(argv=None):
 
     started = time.perf_counter()
     plain = get_loader("fashion", "train", 500, shuffle=False, augment=False, **data)
-    cached = CachedBatches(frank, plain, [], False, device, args.batch_size, seed=0)
+    cached = CachedBatches(frank, FrontCache(frank.front, plain, device), [], False, args.batch_size, seed=0)
     cache_seconds = time.perf_counter() - started
     folded = build_frank(front, end, args.layer, args.layer, (1, 32, 32), device=device, fold_batchnorm=True)
 

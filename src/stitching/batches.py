@@ -1,13 +1,14 @@
 """Where the stitch's training batches come from.
 
 :class:`LiveBatches` runs the frozen front network on every batch of the loader (augmentation
-applies). :class:`CachedBatches` runs it once over the (unaugmented) training split and then serves
-shuffled batches of the stored activations every epoch - the front network's cost is paid once
-instead of once per epoch. Each batch is a dict: ``x`` (input, or None when the end part does not
-need it), ``front`` (front activation), ``labels``, ``teachers`` (logits of the networks the target
-type needs) and ``end_target`` (the end network's own activation, when CKA regularisation needs it).
+applies). :class:`FrontCache` runs it once over the (unaugmented) training split and :class:`CachedBatches`
+serves shuffled batches of the stored activations every epoch - the front network's cost is paid
+once instead of once per epoch (and, in a stitch matrix, once for all receiver layers). Each batch
+is a dict: ``x`` (input, or None when the end part does not need it), ``front`` (front activation),
+``labels``, ``teachers`` (logits of the networks the target type needs) and ``end_target`` (the end
+network's own activation, when CKA regularisation needs it).
 """
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Tuple
 
 import torch
 
@@ -40,42 +41,75 @@ class LiveBatches:
             yield batch
 
 
-class CachedBatches:
-    """Front activations of the whole (unaugmented) training split, computed once and reshuffled every epoch."""
+class FrontCache:
+    """One front part's activations on the whole training split, computed once, in the loader's order.
 
-    def __init__(self, frank: FrankensteinNet, loader, teachers: List[str], need_end_target: bool, device,
-                 batch_size: int, seed: int, drop_last: bool = True, limit_gb: float = 8.0):
-        if getattr(loader, "augment", False):
-            raise UserError("cannot cache front activations of augmented data; pass --no-augment with --cache-front")
-        self.batch_size, self.drop_last, self.device = batch_size, drop_last, device
-        self.generator = generator(seed)
-        self._check_size(frank, loader, limit_gb)
-        keep_x = frank.end.needs_input
-        store: Dict[str, List] = {"x": [], "front": [], "labels": [], "end_target": []}
-        teacher_store: Dict[str, List] = {name: [] for name in teachers}
-        for x, labels in loader:
-            x = x.to(device, non_blocking=True)
-            store["front"].append(frank.front_activation(x))
-            store["labels"].append(labels.to(device))
-            if keep_x:
-                store["x"].append(x)
-            extra = _extras(frank, x, teachers, need_end_target)
-            for name, logits in extra["teachers"].items():
-                teacher_store[name].append(logits)
-            if need_end_target:
-                store["end_target"].append(extra["end_target"])
-        self.tensors = {k: torch.cat(v) if v else None for k, v in store.items()}
-        self.teachers = {k: torch.cat(v) for k, v in teacher_store.items()}
-        self.n = self.tensors["front"].shape[0]
+    ``--cache-front`` reuses them every epoch; a stitch matrix reuses them for every receiver layer
+    as well (least-squares statistics and training). ``loader`` must serve the split unaugmented
+    and unshuffled: its batches are also the batches of the least-squares statistics, so a cell of
+    a matrix sees exactly the numbers a single cached stitch sees.
+    """
+
+    def __init__(self, front, loader, device, limit_gb: float = 8.0):
+        if getattr(loader, "augment", False) or getattr(loader, "shuffle", False):
+            raise UserError("cannot cache front activations of augmented or shuffled data; pass --no-augment with --cache-front")
+        self.loader, self.device = loader, device
+        self._check_size(front, loader, limit_gb)
+        fronts, labels = [], []
+        with torch.no_grad():
+            for x, y in loader:
+                fronts.append(front(x.to(device, non_blocking=True)))
+                labels.append(y.to(device))
+        self.front, self.labels = torch.cat(fronts), torch.cat(labels)
+        self.n = self.front.shape[0]
+        self._inputs = None
 
     @staticmethod
-    def _check_size(frank: FrankensteinNet, loader, limit_gb: float) -> None:
+    def _check_size(front, loader, limit_gb: float) -> None:
         x, _ = next(iter(loader))
-        per_sample = frank.front_activation(x[:1].to(next(frank.stitch.parameters()).device)).numel() * 4
+        with torch.no_grad():
+            per_sample = front(x[:1]).numel() * 4
         total = per_sample * loader.num_samples / 2**30
         if total > limit_gb:
             raise UserError(f"caching the front activations needs {total:.1f} GiB (limit {limit_gb:g} GiB); "
                             f"raise --cache-limit-gb or drop --cache-front")
+
+    def batches(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        """``(input batch, its cached front activations)`` in the loader's order."""
+        start = 0
+        for x, _ in self.loader:
+            x = x.to(self.device, non_blocking=True)
+            yield x, self.front[start:start + x.shape[0]]
+            start += x.shape[0]
+
+    def inputs(self) -> torch.Tensor:
+        """The whole split's inputs (kept, once asked for, for end parts that need the network input)."""
+        if self._inputs is None:
+            self._inputs = torch.cat([x for x, _ in self.batches()])
+        return self._inputs
+
+
+class CachedBatches:
+    """Shuffled batches of a :class:`FrontCache` every epoch, with what this stitch's end part and targets need."""
+
+    def __init__(self, frank: FrankensteinNet, cache: FrontCache, teachers: List[str], need_end_target: bool,
+                 batch_size: int, seed: int, drop_last: bool = True):
+        self.batch_size, self.drop_last = batch_size, drop_last
+        self.generator = generator(seed)
+        store: Dict[str, List] = {"end_target": []}
+        teacher_store: Dict[str, List] = {name: [] for name in teachers}
+        if teachers or need_end_target:
+            for x, _ in cache.batches():
+                extra = _extras(frank, x, teachers, need_end_target)
+                for name, logits in extra["teachers"].items():
+                    teacher_store[name].append(logits)
+                if need_end_target:
+                    store["end_target"].append(extra["end_target"])
+        self.tensors = {"front": cache.front, "labels": cache.labels,
+                        "x": cache.inputs() if frank.end.needs_input else None,
+                        "end_target": torch.cat(store["end_target"]) if need_end_target else None}
+        self.teachers = {k: torch.cat(v) for k, v in teacher_store.items()}
+        self.n = cache.n
 
     def __len__(self) -> int:
         return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)

@@ -1,10 +1,22 @@
-"""What ``stitch_nets.py`` does, callable from Python (e.g. by a sweep over many layer pairs)."""
+"""What ``stitch_nets.py`` does, in steps that ``stitch_matrix.py`` runs for every cell of a matrix.
+
+One stitch is: load the two networks (:func:`load_pair`), build the stitched network
+(:func:`build_cell`), fit the least-squares statistics on the unaugmented training split
+(:func:`fit_statistics`, from a :class:`~src.stitching.batches.FrontCache` when there is one),
+initialise (:func:`initialise`), train (:func:`train_cell`), evaluate on the test split and build
+the result dict (:func:`run_stitch` does all of these after loading). :func:`stitch_from_args` is one
+cell written to ``<out>/<run-name>/<front_layer>-<end_layer>.pkl``; a matrix
+(:mod:`src.stitching.matrix`) loads the networks once, caches each sender layer's activations once
+and calls :func:`run_stitch` per receiver layer, so a cell is exactly a cached single stitch.
+"""
 import datetime as _dt
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Sequence
 
 import pandas as pd
+import torch
 
 from src.config import get_config, resolve_device, resolve_path
 from src.data import dataset_info, get_loader
@@ -12,13 +24,15 @@ from src.models.checkpoint import load_checkpoint
 from src.provenance import jsonable, provenance
 from src.results_io import refuse_overwrite, write_csv, write_pickle
 from src.seeding import generator, seed_everything
-from src.stitching.batches import CachedBatches, LiveBatches
+from src.similarity import LeastSquaresFit
+from src.stitching.batches import CachedBatches, FrontCache, LiveBatches
 from src.stitching.build import build_frank, check_models_fit_dataset
+from src.stitching.frank import FrankensteinNet
 from src.stitching.inits import build_mask, check_options, initialize, least_squares_weights
 from src.stitching.job import StitchJob
 from src.stitching.layers import AffineStitch
 from src.stitching.losses import teachers_needed
-from src.stitching.measure import collect_outputs, collect_statistics
+from src.stitching.measure import collect_outputs
 from src.stitching.report import build_result
 from src.stitching.train import StitchSettings, train_stitch
 
@@ -26,18 +40,187 @@ STATISTICS_BATCH = 500
 EVAL_BATCH = 1000
 
 
+@dataclass
+class Pair:
+    """Two loaded networks and the data settings every stitch between them shares."""
+
+    front_model: torch.nn.Module
+    end_model: torch.nn.Module
+    front_meta: Dict[str, Any]
+    end_meta: Dict[str, Any]
+    dataset: str
+    device: torch.device
+    config: Any
+
+    @property
+    def info(self):
+        return dataset_info(self.dataset)
+
+    @property
+    def input_shape(self):
+        return (self.info.n_channels, *self.info.input_size)
+
+    def loader(self, job: StitchJob, split: str, batch_size: int, **options):
+        return get_loader(self.dataset, split, batch_size, val_size=job.val_size, max_samples=job.max_samples,
+                          download=job.download, config=self.config, device=self.device, **options)
+
+    def plain_train(self, job: StitchJob):
+        """The training split in order, unaugmented: the least-squares fit's (and the cache's) batches."""
+        return self.loader(job, "train", STATISTICS_BATCH, shuffle=False, augment=False)
+
+
+def load_pair(job: StitchJob, config=None) -> Pair:
+    """Load the job's two checkpoints; the dataset is the job's or the end model's."""
+    config = config or get_config()
+    device = resolve_device(job.device or config.device)
+    front_model, front_meta = load_checkpoint(job.front_model, job.front_arch, job.dataset, device)
+    end_model, end_meta = load_checkpoint(job.end_model, job.end_arch, job.dataset, device)
+    dataset = job.dataset or end_meta["dataset"]
+    check_models_fit_dataset(front_meta, end_meta, dataset)
+    return Pair(front_model, end_model, front_meta, end_meta, dataset, device, config)
+
+
+def augments(job: StitchJob) -> bool:
+    return not (job.no_augment or job.cache_front)
+
+
 def result_path(args, config) -> Path:
     """``<out>/<run-name>/<front_layer>-<end_layer>.pkl`` (run name: the date and time when not given)."""
+    return run_dir(args, config) / f"{args.front_layer}-{args.end_layer}.pkl"
+
+
+def run_dir(args, config) -> Path:
+    """``<out>/<run-name>`` (run name: the date and time when not given)."""
     out_dir = resolve_path(args.out_dir) if args.out_dir else config.results_dir
-    run_name = args.run_name or _dt.datetime.now().strftime("%Y-%m-%d_%H%M%S")
-    return out_dir / run_name / f"{args.front_layer}-{args.end_layer}.pkl"
+    return out_dir / (args.run_name or _dt.datetime.now().strftime("%Y-%m-%d_%H%M%S"))
 
 
 def least_squares_stitch(like: AffineStitch, weights: Dict[str, Any]) -> AffineStitch:
     """A stitch of the same kind and rank as ``like`` (no mask) holding the least-squares weights."""
-    stitch = AffineStitch(like.front_shape, like.end_shape, like.mode, like.rank).to(like.bias.device)
+    stitch = like.fresh()
     stitch.set_affine(weights["w"], weights["b"])
     return stitch.requires_grad_(False)
+
+
+def build_cell(pair: Pair, job: StitchJob) -> FrankensteinNet:
+    """The stitched network with the stitch initialised under the job's seed; refuses options the stitch cannot take."""
+    seed_everything(job.seed)
+    frank = build_frank(pair.front_model, pair.end_model, job.front_layer, job.end_layer, pair.input_shape,
+                        flatten=job.flatten, rank=job.low_rank, device=pair.device, fold_batchnorm=job.fold_bn,
+                        pool=job.pool)
+    check_options(frank.stitch, job.init, job.mask)
+    return frank
+
+
+def describe(frank: FrankensteinNet, job: StitchJob) -> str:
+    s = frank.stitch
+    return (f"stitching {job.front_layer} {s.front_shape} -> {job.end_layer} {s.end_shape}: {s.kind.describe()} stitch "
+            f"({s.in_features} -> {s.out_features}{f', rank {job.low_rank}' if job.low_rank else ''})")
+
+
+def front_cache(pair: Pair, job: StitchJob, front) -> FrontCache:
+    """The front part's activations on the unaugmented training split (``front``: a FrontPart of the front model)."""
+    return FrontCache(front, pair.plain_train(job), pair.device, limit_gb=job.cache_limit_gb)
+
+
+def fit_statistics(frank: FrankensteinNet, pair: Pair, job: StitchJob, cache: Optional[FrontCache] = None) -> LeastSquaresFit:
+    """Least-squares co-moments (front activation -> end activation) over the unaugmented training split.
+
+    From the cache when given (no second front pass), else from a live pass; the batches are the same,
+    so both give the same numbers. The rows are the stitch kind's design (see ``collect_statistics``).
+    """
+    if cache is not None:
+        fronts = cache.batches()
+    else:
+        fronts = ((x, frank.front_activation(x)) for x, _ in pair.plain_train(job))
+    fit = LeastSquaresFit()
+    for x, front in fronts:
+        fit.update(*frank.stitch.design(front, frank.end_target(x)))
+    return fit
+
+
+@dataclass
+class Start:
+    """The stitch's initial state and the least-squares weights."""
+
+    before: Dict[str, Any]
+    mask: Any
+    least_squares: Dict[str, Any]
+
+
+def initialise(frank: FrankensteinNet, job: StitchJob, fit: LeastSquaresFit) -> Start:
+    gen = generator(job.seed)
+    initialize(frank.stitch, job.init, gen, fit)
+    mask = build_mask(frank.stitch, job.mask, gen, fit)
+    if mask is not None:
+        frank.stitch.set_mask(mask)
+    return Start(frank.stitch.param_dict(), mask, least_squares_weights(fit, job.low_rank))
+
+
+def train_cell(frank: FrankensteinNet, pair: Pair, job: StitchJob, cache: Optional[FrontCache] = None):
+    """Train the stitch (on the cache's activations when given); returns the learning curve and weight history."""
+    teachers = teachers_needed(job.target_type)
+    if cache is not None:
+        batches = CachedBatches(frank, cache, teachers, bool(job.cka_reg), job.batch_size, job.seed, drop_last=True)
+    else:
+        train = pair.loader(job, "train", job.batch_size, seed=job.seed, drop_last=True, augment=augments(job))
+        batches = LiveBatches(frank, train, teachers, bool(job.cka_reg), pair.device)
+    val = pair.loader(job, "val", EVAL_BATCH)
+    return train_stitch(frank, batches, val, StitchSettings.from_job(job), pair.info.multilabel)
+
+
+def run_stitch(pair: Pair, job: StitchJob, run_folder: Path, argv=None, cache: Optional[FrontCache] = None,
+               frank: Optional[FrankensteinNet] = None, timing: Optional[Dict[str, float]] = None) -> Dict[str, Any]:
+    """Everything after loading: build (unless ``frank`` is given), fit, initialise, train, evaluate; the result dict.
+
+    ``cache``: the front layer's :class:`FrontCache` (the job must have ``cache_front``); ``run_folder``:
+    ``<out>/<run-name>``, recorded in ``params``.
+    """
+    timing = dict(timing or {})
+    frank = frank or build_cell(pair, job)
+    started = time.perf_counter()
+    fit = fit_statistics(frank, pair, job, cache)
+    timing["statistics_seconds"] = time.perf_counter() - started
+    start = initialise(frank, job, fit)
+    timing.setdefault("cache_seconds", 0.0)
+    curve, history = train_cell(frank, pair, job, cache)
+    timing["epoch_seconds"] = [float(s) for s in curve["seconds"]] if len(curve) else []
+
+    started = time.perf_counter()
+    ps_inv_stitch = least_squares_stitch(frank.stitch, start.least_squares)
+    outputs = collect_outputs(frank, ps_inv_stitch, pair.loader(job, "test", EVAL_BATCH), job.measure_samples)
+    timing["evaluation_seconds"] = time.perf_counter() - started
+
+    augment = augments(job)
+    params = dict(jsonable(vars(job)), dataset=pair.dataset, augment=augment, out_dir=str(run_folder.parent),
+                  run_name=run_folder.name, front_model_path=str(Path(job.front_model).resolve()),
+                  end_model_path=str(Path(job.end_model).resolve()))
+    trans_m = {"before": start.before, "after": frank.stitch.param_dict(), "ps_inv": ps_inv_stitch.param_dict()}
+    if start.mask is not None:
+        trans_m["mask"] = {"w": start.mask}
+    s = frank.stitch
+    extra = {
+        "provenance": provenance(job, argv),
+        "stitch": {"mode": s.mode, "kind": s.kind.describe(), "rank": s.rank, "in_features": s.in_features, "out_features": s.out_features,
+                   "masked": start.mask is not None, "front_shape": list(s.front_shape), "end_shape": list(s.end_shape),
+                   "training_data": "cached front activations" if job.cache_front else
+                                    ("augmented" if augment else "unaugmented") + " training split"},
+        "shapes": {"front": list(s.front_shape), "end": list(s.end_shape)},
+        "models": {"front": {k: v for k, v in pair.front_meta.items() if k != "provenance"},
+                   "end": {k: v for k, v in pair.end_meta.items() if k != "provenance"}},
+        "least_squares": {"r2_train": fit.r2(), "fitted_on": f"train split ({fit.n} rows, no augmentation)",
+                          "rank": job.low_rank},
+        "timing": timing,
+    }
+    return build_result(params=params, outputs=outputs, multilabel=pair.info.multilabel, trans_m=trans_m,
+                        history=history, curve=curve, extra=extra)
+
+
+def write_result(path: Path, result: Dict[str, Any]) -> Path:
+    """The CSV summary first, the pickle last (a pickle on disk means a complete result)."""
+    write_csv(path.with_suffix(".csv"), pd.DataFrame([result["summary"]]))
+    write_pickle(path, result)
+    return path
 
 
 def stitch_from_args(args: StitchJob, argv=None) -> Path:
@@ -45,79 +228,14 @@ def stitch_from_args(args: StitchJob, argv=None) -> Path:
     config = get_config()
     path = result_path(args, config)
     refuse_overwrite(path, args.overwrite)  # before any work, so a finished result is never lost
-    device = resolve_device(args.device or config.device)
-    front_model, front_meta = load_checkpoint(args.front_model, args.front_arch, args.dataset, device)
-    end_model, end_meta = load_checkpoint(args.end_model, args.end_arch, args.dataset, device)
-    dataset = args.dataset or end_meta["dataset"]
-    check_models_fit_dataset(front_meta, end_meta, dataset)
-    info = dataset_info(dataset)
-    augment = not (args.no_augment or args.cache_front)
+    pair = load_pair(args, config)
+    frank = build_cell(pair, args)
+    print(f"{describe(frank, args)}, device {pair.device}")
     timing: Dict[str, float] = {}
-
-    seed_everything(args.seed)
-    frank = build_frank(front_model, end_model, args.front_layer, args.end_layer, (info.n_channels, *info.input_size),
-                        flatten=args.flatten, rank=args.low_rank, device=device, fold_batchnorm=args.fold_bn)
-    check_options(frank.stitch, args.init, args.mask)
-    print(f"stitching {args.front_layer} {frank.stitch.front_shape} -> {args.end_layer} {frank.stitch.end_shape}: "
-          f"{frank.stitch.mode} stitch ({frank.stitch.in_features} -> {frank.stitch.out_features}"
-          f"{f', rank {args.low_rank}' if args.low_rank else ''}), device {device}")
-    data = dict(val_size=args.val_size, max_samples=args.max_samples, download=args.download, config=config, device=device)
-
-    started = time.perf_counter()
-    plain_train = get_loader(dataset, "train", STATISTICS_BATCH, shuffle=False, augment=False, **data)
-    fit = collect_statistics(frank, plain_train, args.flatten)
-    timing["statistics_seconds"] = time.perf_counter() - started
-
-    gen = generator(args.seed)
-    initialize(frank.stitch, args.init, gen, fit)
-    mask = build_mask(frank.stitch, args.mask, gen, fit)
-    if mask is not None:
-        frank.stitch.set_mask(mask)
-    before = frank.stitch.param_dict()
-    ls_weights = least_squares_weights(fit, args.low_rank)
-
-    teachers = teachers_needed(args.target_type)
-    started = time.perf_counter()
+    cache = None
     if args.cache_front:
-        cache_loader = get_loader(dataset, "train", STATISTICS_BATCH, shuffle=False, augment=False, **data)
-        batches = CachedBatches(frank, cache_loader, teachers, bool(args.cka_reg), device, args.batch_size,
-                                args.seed, drop_last=True, limit_gb=args.cache_limit_gb)
-    else:
-        train = get_loader(dataset, "train", args.batch_size, seed=args.seed, drop_last=True, augment=augment, **data)
-        batches = LiveBatches(frank, train, teachers, bool(args.cka_reg), device)
-    timing["cache_seconds"] = time.perf_counter() - started if args.cache_front else 0.0
-    val = get_loader(dataset, "val", EVAL_BATCH, **data)
-    curve, history = train_stitch(frank, batches, val, StitchSettings.from_job(args), info.multilabel)
-    timing["epoch_seconds"] = [float(s) for s in curve["seconds"]] if len(curve) else []
-
-    started = time.perf_counter()
-    test = get_loader(dataset, "test", EVAL_BATCH, **data)
-    ps_inv_stitch = least_squares_stitch(frank.stitch, ls_weights)
-    outputs = collect_outputs(frank, ps_inv_stitch, test, args.measure_samples)
-    timing["evaluation_seconds"] = time.perf_counter() - started
-
-    params = dict(jsonable(vars(args)), dataset=dataset, augment=augment, out_dir=str(path.parent.parent),
-                  run_name=path.parent.name, front_model_path=str(Path(args.front_model).resolve()),
-                  end_model_path=str(Path(args.end_model).resolve()))
-    trans_m = {"before": before, "after": frank.stitch.param_dict(), "ps_inv": ps_inv_stitch.param_dict()}
-    if mask is not None:
-        trans_m["mask"] = {"w": mask}
-    extra = {
-        "provenance": provenance(args, argv),
-        "stitch": {"mode": frank.stitch.mode, "rank": frank.stitch.rank, "in_features": frank.stitch.in_features,
-                   "out_features": frank.stitch.out_features, "masked": mask is not None,
-                   "front_shape": list(frank.stitch.front_shape), "end_shape": list(frank.stitch.end_shape),
-                   "training_data": "cached front activations" if args.cache_front else
-                                    ("augmented" if augment else "unaugmented") + " training split"},
-        "shapes": {"front": list(frank.stitch.front_shape), "end": list(frank.stitch.end_shape)},
-        "models": {"front": {k: v for k, v in front_meta.items() if k != "provenance"},
-                   "end": {k: v for k, v in end_meta.items() if k != "provenance"}},
-        "least_squares": {"r2_train": fit.r2(), "fitted_on": f"train split ({fit.n} rows, no augmentation)",
-                          "rank": args.low_rank},
-        "timing": timing,
-    }
-    result = build_result(params=params, outputs=outputs, multilabel=info.multilabel, trans_m=trans_m,
-                          history=history, curve=curve, extra=extra)
-    write_pickle(path, result)
-    write_csv(path.with_suffix(".csv"), pd.DataFrame([result["summary"]]))
-    return path
+        started = time.perf_counter()
+        cache = front_cache(pair, args, frank.front)
+        timing["cache_seconds"] = time.perf_counter() - started
+    result = run_stitch(pair, args, path.parent, argv, cache=cache, frank=frank, timing=timing)
+    return write_result(path, result)
