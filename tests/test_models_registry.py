@@ -9,13 +9,14 @@ DISPLAY = {
     "lenet": "LeNet", "tiny10": "Tiny10", "nbn_tiny10": "NbnTiny10", "dense": "Dense",
     "inceptionv1": "InceptionV1", "resnet20_w1": "ResNet20_w1", "resnet20_w2": "ResNet20_w2",
     "resnet20_w12": "ResNet20_w12", "resnet_1111": "ResNet_1111", "resnet_1212": "ResNet_1212",
-    "resnet_2222": "ResNet_2222", "resnet34": "ResNet34",
+    "resnet_2222": "ResNet_2222", "resnet34": "ResNet34", "resnet_1111_w8": "ResNet_1111_w8",
+    "resnet_2222_w16": "ResNet_2222_w16", "resnet_1212_w128": "ResNet_1212_w128",
 }
 
 
 def test_list_models_gives_names_and_patterns():
     assert list_models() == ["lenet", "tiny10", "nbn_tiny10", "dense", "inceptionv1",
-                             "resnet20_w{k}", "resnet_{abcd}", "resnet34"]
+                             "resnet20_w{k}", "resnet_{abcd}[_w{k}]", "resnet34"]
 
 
 @pytest.mark.parametrize("canonical,display", DISPLAY.items())
@@ -29,6 +30,7 @@ def test_display_and_canonical_names_round_trip(canonical, display):
 @pytest.mark.parametrize("given,canonical", [
     ("nbntiny10", "nbn_tiny10"), ("NBN_TINY10", "nbn_tiny10"), ("resnet20", "resnet20_w1"),
     ("ResNet20", "resnet20_w1"), (" Tiny10 ", "tiny10"), ("inceptionV1", "inceptionv1"),
+    ("resnet_2222_w64", "resnet_2222"), ("ResNet_1111_W8", "resnet_1111_w8"),
 ])
 def test_name_variants(given, canonical):
     assert canonical_model_name(given) == canonical
@@ -36,7 +38,9 @@ def test_name_variants(given, canonical):
 
 
 @pytest.mark.parametrize("bad", ["resnet_3333", "resnet_111", "resnet_12121", "resnet20_wx", "resnet20_w0",
-                                 "resnet20_w01", "resnet20_w", "resnet18", "tiny", "tiny10x", ""])
+                                 "resnet20_w01", "resnet20_w", "resnet18", "tiny", "tiny10x", "",
+                                 "resnet_1111_w0", "resnet_1111_w", "resnet_1111w8", "resnet_1111_w8_w8",
+                                 "resnet_3333_w8"])
 def test_unknown_names_are_user_errors_listing_the_models(bad):
     with pytest.raises(UserError) as info:
         create_model(bad)
@@ -63,10 +67,22 @@ def test_registering_a_name_twice_is_refused():
     assert list_models().count("tiny10") == 1
 
 
+def test_optional_parts_need_defaults_and_matching_display_names():
+    with pytest.raises(ValueError, match="need defaults"):
+        register_model("toy[_w{k}]")
+    with pytest.raises(ValueError, match="need defaults"):
+        register_model("toy_w{k}", defaults={"k": "1"})
+    with pytest.raises(ValueError, match="fields and \\[parts\\]"):
+        register_model("toy[_w{k}]", display="Toy_w{k}", defaults={"k": "1"})(lambda n_classes, n_channels, k: None)
+    assert "toy[_w{k}]" not in list_models()
+
+
 def test_zoo_name_is_the_canonical_name():
     assert create_model("ResNet20").zoo_name == "resnet20_w1"
     assert create_model("NbnTiny10").zoo_name == "nbn_tiny10"
     assert create_model("resnet20_w3").fc.in_features == 64 * 3
+    assert create_model("ResNet_2222_w64").zoo_name == "resnet_2222"
+    assert create_model("resnet_1111_w8").zoo_name == "resnet_1111_w8"
 
 
 def _same_weights(a, b):

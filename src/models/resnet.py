@@ -4,9 +4,10 @@ All share one stem (3x3 conv, stride 1, no max-pool), one :class:`BasicBlock` an
 
 - ``resnet20_w{k}``: 3 stages of 3 blocks, widths 16k, 32k, 64k (the reference's ResNet20; its
   state_dict keys are kept, so the reference checkpoints load unchanged).
-- ``resnet_{abcd}``: 4 stages of a, b, c, d blocks (each 1 or 2), widths 64, 128, 256, 512
-  (``resnet_1111`` is ResNet-10, ``resnet_2222`` ResNet-18), as in "Model Stitching: Looking For
-  Functional Similarity Between Representations" (Hernandez et al.).
+- ``resnet_{abcd}[_w{k}]``: 4 stages of a, b, c, d blocks (each 1 or 2), widths k, 2k, 4k, 8k with
+  stem width k = 64 unless given (``resnet_1111`` is ResNet-10, ``resnet_2222`` ResNet-18, both of
+  width 64; ``resnet_1111_w16`` is ResNet-10 at a quarter of the width), as in "Model Stitching:
+  Looking For Functional Similarity Between Representations" (Hernandez et al.).
 - ``resnet34``: the same with 3, 4, 6, 3 blocks.
 
 Unlike the reference, every ReLU is its own non-in-place module and the residual sum is an
@@ -106,11 +107,12 @@ def resnet20(n_classes: int = 10, n_channels: int = 3, k: str = "1") -> ResNet:
     return ResNet((16 * width, 32 * width, 64 * width), (3, 3, 3), n_classes, n_channels)
 
 
-@register_model("resnet_{abcd}", display="ResNet_{abcd}", note="a, b, c, d = blocks per stage, each 1 or 2",
-                abcd="[12]{4}")
-def resnet_abcd(n_classes: int = 10, n_channels: int = 3, abcd: str = "2222") -> ResNet:
-    """A four-stage CIFAR ResNet with ``abcd`` giving the blocks per stage ("2222" is ResNet-18)."""
-    return ResNet((64, 128, 256, 512), tuple(int(digit) for digit in abcd), n_classes, n_channels)
+@register_model("resnet_{abcd}[_w{k}]", display="ResNet_{abcd}[_w{k}]", defaults={"k": "64"},
+                note="a, b, c, d = blocks per stage, each 1 or 2; k = stem width, default 64", abcd="[12]{4}")
+def resnet_abcd(n_classes: int = 10, n_channels: int = 3, abcd: str = "2222", k: str = "64") -> ResNet:
+    """A four-stage CIFAR ResNet with ``abcd`` giving the blocks per stage ("2222" is ResNet-18) and widths k, 2k, 4k, 8k."""
+    width = int(k)
+    return ResNet((width, 2 * width, 4 * width, 8 * width), tuple(int(digit) for digit in abcd), n_classes, n_channels)
 
 
 @register_model("resnet34", display="ResNet34")
