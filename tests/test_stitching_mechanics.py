@@ -127,16 +127,17 @@ def test_least_squares_from_a_network_into_itself_recovers_the_identity():
     assert np.allclose(w["w"][:, :, 0, 0], np.eye(32), atol=1e-4) and np.allclose(w["b"], 0, atol=1e-4)
 
 
-def test_unstitchable_shapes_and_wrong_layers_are_clear_errors():
+def test_shapes_pick_their_stitch_kind_and_wrong_layers_are_clear_errors():
     tiny, lenet = _models("tiny10", seeds=(1,))[0], _models("lenet", seeds=(1,))[0]
-    with pytest.raises(UserError, match=r"different spatial size: front 32x13x13, end 6x14x14"):
-        build_frank(tiny, lenet, "bn3", "pool1", (1, 32, 32))
-    with pytest.raises(UserError, match=r"3-d activation \(32x13x13\) to a 1-d one \(120\)"):
-        build_frank(tiny, lenet, "bn3", "fc1", (1, 32, 32))
+    x = torch.randn(2, 1, 32, 32)
+    for end_layer, kind in (("pool1", "resample_conv1x1"), ("fc1", "flatten")):
+        frank = build_frank(tiny, lenet, "bn3", end_layer, (1, 32, 32))
+        assert frank.stitch.mode == kind and frank(x).shape == (2, 10)
+    assert build_frank(tiny, lenet, "bn3", "fc1", (1, 32, 32), pool=True).stitch.mode == "pool_linear"
     with pytest.raises(UserError, match=r"layer 'bn33' does not exist in Tiny10; valid layers: conv1, bn1"):
         build_frank(tiny, tiny, "bn33", "bn3", (1, 32, 32))
-    frank = build_frank(tiny, lenet, "bn3", "fc1", (1, 32, 32), flatten=True)  # pixel to pixel always fits
-    assert frank.stitch.mode == "flatten" and frank(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+    frank = build_frank(tiny, lenet, "bn3", "conv2", (1, 32, 32), flatten=True)  # pixel to pixel always fits
+    assert frank.stitch.mode == "flatten" and frank(x).shape == (2, 10)
 
 
 def test_different_widths_work_for_ps_inv_and_random_but_not_eye_perm_ones():

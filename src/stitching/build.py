@@ -22,8 +22,10 @@ def check_models_fit_dataset(front_meta: Dict[str, Any], end_meta: Dict[str, Any
 
 def build_frank(front_model: nn.Module, end_model: nn.Module, front_layer: str, end_layer: str,
                 input_shape: Sequence[int], flatten: bool = False, rank: Optional[int] = None,
-                device="cpu", fold_batchnorm: bool = False) -> FrankensteinNet:
-    """The stitched network with a freshly initialised stitch of the kind the two activation shapes call for.
+                device="cpu", fold_batchnorm: bool = False, pool: bool = False,
+                kind: Optional[str] = None) -> FrankensteinNet:
+    """The stitched network with a freshly initialised stitch of the kind the two activation shapes and the
+    options call for (or of the named ``kind``, e.g. the one recorded in a result).
 
     Wrong layer names raise the error listing the valid layers; unstitchable shapes an error giving both.
     """
@@ -32,5 +34,5 @@ def build_frank(front_model: nn.Module, end_model: nn.Module, front_layer: str, 
     front_model, end_model = front_model.to(device).eval(), end_model.to(device).eval()
     front_shape = activation_shape(FrontPart(front_model, front_layer), input_shape, device)
     end_shape = activation_shape(FrontPart(end_model, end_layer), input_shape, device)
-    stitch = make_stitch(front_shape, end_shape, flatten=flatten, rank=rank).to(device)
+    stitch = make_stitch(front_shape, end_shape, flatten=flatten, rank=rank, pool=pool, kind=kind).to(device)
     return FrankensteinNet(front_model, end_model, front_layer, end_layer, stitch, fold_batchnorm).to(device)

@@ -10,6 +10,10 @@ Masks (a 0/1 matrix of W's shape; masked weights stay 0): ``identity`` (no mask)
 (each end channel is connected to the front channel it correlates with most, on the training
 split), ``abs-semi-match`` (the same on absolute correlation), ``random-permutation`` (a random
 permutation matrix; equal widths).
+
+The identity-like inits and the masks are defined where the stitch's weight maps features to
+features (every kind but ``strided_conv``, whose inputs are k x k patch entries); elsewhere they are
+refused with one line. ``random`` and ``ps_inv`` work for every kind.
 """
 from typing import Optional
 
@@ -26,7 +30,16 @@ NEEDS_STATISTICS_INITS = ("ps_inv",)
 NEEDS_STATISTICS_MASKS = ("semi-match", "abs-semi-match")
 
 
+def _require_channel_map(stitch: AffineStitch, what: str) -> None:
+    """Masks and the identity-like inits need a weight whose inputs are features, not patch entries."""
+    if not stitch.kind.channel_map:
+        raise UserError(f"{what} is not defined for a {stitch.kind.describe()} stitch: its weight maps patch "
+                        f"entries ({stitch.in_features}) to channels ({stitch.out_features}); use --init random or "
+                        f"ps_inv and --mask identity")
+
+
 def _require_square(stitch: AffineStitch, what: str) -> int:
+    _require_channel_map(stitch, what)
     if stitch.in_features != stitch.out_features:
         raise UserError(f"{what} needs equal widths on both sides, but the stitch maps {stitch.in_features} "
                         f"to {stitch.out_features} features; use --init random or ps_inv")
@@ -43,6 +56,8 @@ def check_options(stitch: AffineStitch, init: str, mask: str) -> None:
         _require_square(stitch, f"--init {init}")
     if mask == "random-permutation":
         _require_square(stitch, "--mask random-permutation")
+    elif mask != "identity":
+        _require_channel_map(stitch, f"--mask {mask}")
 
 
 def permutation_matrix(n: int, gen: torch.Generator) -> np.ndarray:
@@ -81,6 +96,7 @@ def build_mask(stitch: AffineStitch, mask: str, gen: torch.Generator, fit: Optio
     if mask == "identity":
         return None
     if mask in NEEDS_STATISTICS_MASKS:
+        _require_channel_map(stitch, f"--mask {mask}")
         if fit is None:
             raise ValueError(f"{mask} needs the correlation statistics")
         corr = fit.correlation()  # (in, out)

@@ -18,6 +18,9 @@ class StitchJob:
     lr: float = 1e-3
     weight_decay: float = 0.0
     optimizer: str = "adam"
+    schedule: str = "step"  # step (x0.1 at 1/3 and 2/3 of the epochs) or cosine (after a linear warm-up)
+    warmup_epochs: float = 0.0  # linear warm-up before the cosine schedule
+    preset: Optional[str] = None  # a named training set-up (src.stitching.presets); explicit values override it
     seed: int = 0
     save_frequency: int = 10
     run_name: Optional[str] = None
@@ -27,6 +30,7 @@ class StitchJob:
     low_rank: Optional[int] = None
     temperature: float = 1.0
     flatten: bool = False
+    pool: bool = False  # a feature map into a vector: global average pooling + linear instead of flatten + linear
     init: str = "random"
     mask: str = "identity"
     target_type: str = "hard"

@@ -1,11 +1,10 @@
-"""The stitch layers: an affine map from the front network's representation to the end network's.
+"""The stitch layer: an affine map from the front network's representation to the end network's.
 
-One class, :class:`AffineStitch`, covers the family; :func:`make_stitch` picks its mode from the
-two activation shapes (the one place to extend when new kinds of stitches arrive):
-
-- ``conv1x1``  feature maps (C, H, W) -> (C', H, W): a 1x1 convolution with bias (channel to channel);
-- ``linear``   vectors (D,) -> (D',): a Linear layer;
-- ``flatten``  any shapes, with ``flatten=True``: a Linear map of the whole flattened tensor (pixel to pixel).
+One module, :class:`AffineStitch`, holds the parameters (weight ``W``, bias ``b``, optional low-rank
+factors and mask); its *kind* (:mod:`src.stitching.kinds`) decides how ``W`` is applied to the
+activations (1x1 conv, strided conv, resample + 1x1 conv, linear, flatten, pool + linear) and how
+the least-squares rows are laid out. :func:`make_stitch` picks the kind from the two activation
+shapes and the options.
 
 The weight ``W`` is a (out_features x in_features) matrix, either a full parameter or, with
 ``rank=R``, the product of a (in x R) factor ``w1`` and a (R x out) factor ``w2`` (``W = (w1 @ w2)^T``).
@@ -17,49 +16,23 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from src.errors import UserError
+from src.stitching.kinds import KINDS, make_kind
 
-MODES = ("conv1x1", "linear", "flatten")
-
-
-def _fmt(shape: Sequence[int]) -> str:
-    return "x".join(str(s) for s in shape)
-
-
-def stitch_mode(front_shape: Sequence[int], end_shape: Sequence[int], flatten: bool = False) -> str:
-    """The stitch kind for two activation shapes (without batch dimension); unstitchable shapes are an error."""
-    front_shape, end_shape = tuple(front_shape), tuple(end_shape)
-    if flatten:
-        return "flatten"
-    if len(front_shape) == 3 and len(end_shape) == 3:
-        if front_shape[1:] != end_shape[1:]:
-            raise UserError(f"cannot stitch feature maps of different spatial size: front {_fmt(front_shape)}, "
-                            f"end {_fmt(end_shape)}; a 1x1 stitch needs equal HxW (use --flatten for a pixel-to-pixel map)")
-        return "conv1x1"
-    if len(front_shape) == 1 and len(end_shape) == 1:
-        return "linear"
-    raise UserError(f"cannot stitch a {len(front_shape)}-d activation ({_fmt(front_shape)}) to a {len(end_shape)}-d one "
-                    f"({_fmt(end_shape)}); use --flatten for a map between the flattened tensors")
-
-
-def feature_dims(front_shape: Sequence[int], end_shape: Sequence[int], mode: str) -> Tuple[int, int]:
-    """(in_features, out_features) of W for a mode."""
-    if mode == "flatten":
-        return int(np.prod(front_shape)), int(np.prod(end_shape))
-    return int(front_shape[0]), int(end_shape[0])
+MODES = tuple(KINDS)  # the kind names, recorded as result['stitch']['mode']
 
 
 class AffineStitch(nn.Module):
-    """``y = W x + b`` applied per pixel (conv1x1), per sample (linear) or to the flattened sample (flatten)."""
+    """``y = W x + b`` laid out by the stitch's kind (``mode``: a name of :data:`src.stitching.kinds.KINDS`)."""
 
     def __init__(self, front_shape: Sequence[int], end_shape: Sequence[int], mode: str, rank: Optional[int] = None):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
-        self.front_shape, self.end_shape, self.mode = tuple(front_shape), tuple(end_shape), mode
-        self.in_features, self.out_features = feature_dims(front_shape, end_shape, mode)
+        self.kind = make_kind(front_shape, end_shape, kind=mode)
+        self.front_shape, self.end_shape, self.mode = self.kind.front_shape, self.kind.end_shape, mode
+        self.in_features, self.out_features = self.kind.in_features, self.kind.out_features
         max_rank = min(self.in_features, self.out_features)
         if rank is not None and not 1 <= rank <= max_rank:
             raise UserError(f"--low-rank must be between 1 and {max_rank} for a {self.in_features} -> {self.out_features} stitch, not {rank}")
@@ -110,21 +83,26 @@ class AffineStitch(nn.Module):
 
     # -- forward -----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.matrix()
-        if self.mode == "conv1x1":
-            return F.conv2d(x, w[:, :, None, None], self.bias)
-        if self.mode == "linear":
-            return F.linear(x, w, self.bias)
-        return F.linear(x.flatten(1), w, self.bias).view(x.shape[0], *self.end_shape)
+        return self.kind.forward(x, self.matrix(), self.bias)
+
+    def design(self, front: torch.Tensor, end: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The least-squares rows ``(samples x in_features, samples x out_features)`` of a batch of front and
+        end activations: ``forward(front)`` is ``rows_x @ W^T + b`` in the layout of ``end``."""
+        return self.kind.design(front, end)
+
+    def fresh(self) -> "AffineStitch":
+        """A new stitch of the same kind, shapes and rank (default init, no mask), on the same device."""
+        return AffineStitch(self.front_shape, self.end_shape, self.mode, self.rank).to(self.bias.device)
 
     # -- export ------------------------------------------------------------------------------
     def param_dict(self) -> Dict[str, np.ndarray]:
-        """A snapshot of the weights as numpy, in the reference's layout: ``w`` is (out, in, 1, 1) for conv1x1, (out, in) otherwise."""
+        """A snapshot of the weights as numpy; ``w`` in the kind's layout: (out, in, 1, 1) for the 1x1 kinds (the
+        reference's), (out, C, k, k) for strided_conv, (out, in) otherwise."""
         def numpy(t: torch.Tensor) -> np.ndarray:  # a copy: CPU tensors share memory with .numpy()
             return t.detach().cpu().numpy().copy()
 
         w = numpy(self.matrix())
-        out = {"w": w[:, :, None, None] if self.mode == "conv1x1" else w, "b": numpy(self.bias)}
+        out = {"w": w.reshape(self.kind.weight_shape), "b": numpy(self.bias)}
         if self.rank is not None:
             out["w1"], out["w2"] = numpy(self.w1), numpy(self.w2)
         return out
@@ -142,10 +120,12 @@ class AffineStitch(nn.Module):
     def extra_repr(self) -> str:
         rank = f", rank={self.rank}" if self.rank is not None else ""
         masked = ", masked" if self.mask is not None else ""
-        return f"{self.mode}: {_fmt(self.front_shape)} -> {_fmt(self.end_shape)}{rank}{masked}"
+        return f"{self.kind.describe()}{rank}{masked}"
 
 
 def make_stitch(front_shape: Sequence[int], end_shape: Sequence[int], flatten: bool = False,
-                rank: Optional[int] = None) -> AffineStitch:
-    """The stitch layer for two activation shapes (batch dimension excluded)."""
-    return AffineStitch(front_shape, end_shape, stitch_mode(front_shape, end_shape, flatten), rank)
+                rank: Optional[int] = None, pool: bool = False, kind: Optional[str] = None) -> AffineStitch:
+    """The stitch layer for two activation shapes (batch dimension excluded): the named ``kind`` (as recorded in a
+    result), else the kind :func:`src.stitching.kinds.choose_kind` picks for the shapes and options."""
+    chosen = make_kind(front_shape, end_shape, flatten=flatten, pool=pool, kind=kind)
+    return AffineStitch(front_shape, end_shape, chosen.name, rank)

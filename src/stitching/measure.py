@@ -26,19 +26,17 @@ class Outputs:
     activations: Dict[str, torch.Tensor] = field(default_factory=dict)  # flattened, CPU float32
 
 
-def collect_statistics(frank: FrankensteinNet, loader: Iterable, flatten: bool, progress=None) -> LeastSquaresFit:
+def collect_statistics(frank: FrankensteinNet, loader: Iterable, progress=None) -> LeastSquaresFit:
     """Least-squares co-moments of (front activation -> end activation) over ``loader``.
 
-    Pixels are samples for feature maps (the 1x1-conv view), whole flattened tensors with ``flatten``.
-    One global fit streamed over batches, never an average of per-batch fits.
+    The rows are the stitch kind's design (:meth:`AffineStitch.design`): pixels for a 1x1 stitch,
+    k x k patches for a strided one, resampled sender pixels for the resample kinds, whole samples
+    for flatten and linear. One global fit streamed over batches, never an average of per-batch fits.
     """
     fit = LeastSquaresFit()
     for x, _ in tqdm(loader, desc="least squares / correlations", leave=False,
                      disable=None if progress is None else not progress):
-        front, end = frank.front_activation(x), frank.end_target(x)
-        if flatten:
-            front, end = front.flatten(1), end.flatten(1)
-        fit.update(front, end)
+        fit.update(*frank.stitch.design(frank.front_activation(x), frank.end_target(x)))
     return fit
 
 

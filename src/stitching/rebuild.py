@@ -1,7 +1,8 @@
 """Rebuilding a stitched network from a result pickle alone (``eval_stitch.py``, ``compare_frank_m2.py``).
 
 ``mode`` picks the stitch: ``before`` (its initial state), ``after`` (trained) or ``ps_inv`` (the
-least-squares stitch). Low-rank factors and the mask are restored as they were.
+least-squares stitch). The stitch is of the kind recorded in the result (``result['stitch']['mode']``),
+whatever kind the shapes would choose today. Low-rank factors and the mask are restored as they were.
 """
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -25,6 +26,13 @@ def _checkpoint(params: Dict[str, Any], role: str, override: Optional[str]) -> s
                     f"pass --{role}-model PATH")
 
 
+def recorded_kind(result: Dict[str, Any]) -> Optional[str]:
+    """The stitch kind of a result: ``result['stitch']['mode']``; for a result without it, flatten when
+    ``params['flatten']`` is set, else None (the kind the shapes choose: conv1x1 or linear, as then)."""
+    mode = result.get("stitch", {}).get("mode")
+    return mode or ("flatten" if result["params"].get("flatten") else None)
+
+
 def frank_from_result(result: Dict[str, Any], mode: str, device="cpu", front_model: Optional[str] = None,
                       end_model: Optional[str] = None) -> Tuple[FrankensteinNet, str]:
     """``(stitched network, dataset name)`` with the ``mode`` weights loaded."""
@@ -38,8 +46,8 @@ def frank_from_result(result: Dict[str, Any], mode: str, device="cpu", front_mod
     front, _ = load_checkpoint(_checkpoint(params, "front", front_model), params.get("front_arch"), dataset, device)
     end, _ = load_checkpoint(_checkpoint(params, "end", end_model), params.get("end_arch"), dataset, device)
     frank = build_frank(front, end, params["front_layer"], params["end_layer"], (info.n_channels, *info.input_size),
-                        flatten=params.get("flatten", False), rank=params.get("low_rank"), device=device,
-                        fold_batchnorm=params.get("fold_bn", False))
+                        rank=params.get("low_rank"), device=device, fold_batchnorm=params.get("fold_bn", False),
+                        kind=recorded_kind(result))
     weights = trans_m[mode]
     frank.stitch.load_param_dict(weights)
     if mode != "ps_inv" and "mask" in trans_m:
