@@ -73,3 +73,16 @@ def test_reference_checkpoints_load_through_load_checkpoint(reference_checkpoint
         assert meta["n_classes"] == 10 and meta["source"] == "bare state_dict"
         out = loaded(torch.randn(8, 3, 32, 32))
         assert out.shape == (8, 10) and torch.isfinite(out).all()
+
+
+def test_a_narrow_resnet_round_trips_with_its_width(tmp_path):
+    model = create_model("resnet_1111_w8", n_classes=10, n_channels=1, seed=3)
+    with torch.no_grad():
+        model.train()(torch.randn(8, 1, 32, 32))
+    model.eval()
+    path = save_checkpoint(tmp_path / "w8.pt", model, {**META, "model": "resnet_1111_w8"})
+    loaded = load_model(path)
+    assert loaded.zoo_name == "resnet_1111_w8" and loaded.conv1.out_channels == 8
+    x = torch.randn(4, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))

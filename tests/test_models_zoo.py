@@ -9,7 +9,7 @@ from src.features import capture, get_module, module_names
 from src.models import create_model, layer_table, stitchable_layers
 
 ZOO = ["lenet", "tiny10", "nbn_tiny10", "dense", "inceptionv1", "resnet20_w1", "resnet20_w2",
-       "resnet_1111", "resnet_2222", "resnet_1212", "resnet34"]
+       "resnet_1111", "resnet_2222", "resnet_1212", "resnet34", "resnet_1111_w16", "resnet_2222_w8"]
 
 
 def n_params(model: nn.Module) -> int:
@@ -74,7 +74,8 @@ def _block_layers(prefix, downsample=False):
 
 @pytest.mark.parametrize("name,blocks", [("resnet20_w1", (3, 3, 3)), ("resnet20_w2", (3, 3, 3)),
                                          ("resnet_1111", (1, 1, 1, 1)), ("resnet_1212", (1, 2, 1, 2)),
-                                         ("resnet_2222", (2, 2, 2, 2)), ("resnet34", (3, 4, 6, 3))])
+                                         ("resnet_2222", (2, 2, 2, 2)), ("resnet34", (3, 4, 6, 3)),
+                                         ("resnet_1111_w8", (1, 1, 1, 1)), ("resnet_2222_w16", (2, 2, 2, 2))])
 def test_resnet_layers(name, blocks):
     expected = ["conv1", "bn1", "relu1"]
     for stage, n_blocks in enumerate(blocks, start=1):
@@ -94,6 +95,16 @@ def test_resnet20_block_containers_and_shapes():
     assert table.loc["layer3.2.relu2", "output_shape"] == "64x8x8"
     assert table.loc["flatten", "output_shape"] == "64"
     assert isinstance(get_module(model, "layer1.0"), nn.Module)  # a block output is a layer name too
+
+
+@pytest.mark.parametrize("width", [8, 16, 64])
+def test_resnet_abcd_widths_double_per_stage_from_the_stem_width(width):
+    table = layer_table(create_model(f"resnet_1212_w{width}", n_channels=1), (1, 32, 32)).set_index("layer")
+    assert table.loc["relu1", "output_shape"] == f"{width}x32x32"
+    for stage, (blocks, size) in enumerate([(1, 32), (2, 16), (1, 8), (2, 4)], start=1):
+        last = f"layer{stage}.{blocks - 1}.relu2"  # the block's output
+        assert table.loc[last, "output_shape"] == f"{width * 2 ** (stage - 1)}x{size}x{size}"
+    assert table.loc["flatten", "output_shape"] == str(8 * width)
 
 
 def test_inception_layers_and_sizes_for_32_and_224():
@@ -195,6 +206,8 @@ def test_parameter_counts(n_channels, n_classes):
         "resnet_2222": resnet_count((64, 128, 256, 512), (2, 2, 2, 2), n_channels, n_classes),
         "resnet_1212": resnet_count((64, 128, 256, 512), (1, 2, 1, 2), n_channels, n_classes),
         "resnet34": resnet_count((64, 128, 256, 512), (3, 4, 6, 3), n_channels, n_classes),
+        "resnet_1111_w16": resnet_count((16, 32, 64, 128), (1, 1, 1, 1), n_channels, n_classes),
+        "resnet_2222_w8": resnet_count((8, 16, 32, 64), (2, 2, 2, 2), n_channels, n_classes),
     }
     assert expected.keys() == set(ZOO)
     for name, count in expected.items():
@@ -206,6 +219,10 @@ def test_well_known_parameter_counts():
     assert n_params(create_model("tiny10")) == 86778
     assert n_params(create_model("resnet20_w1")) == 272474   # the usual "0.27M" of ResNet-20
     assert n_params(create_model("resnet_2222")) == 11173962  # the usual CIFAR ResNet-18
+    assert n_params(create_model("resnet_2222_w64")) == 11173962  # 64 is the default width
+    # resnet_1111_w16 by hand: stem 3*16*9 + 2*16; layer1.0 2*(16*16*9 + 2*16);
+    # layer2.0 16*32*9 + 32*32*9 + 16*32 + 3*2*32; layer3.0, layer4.0 alike at 64 and 128; fc 128*10 + 10
+    assert n_params(create_model("resnet_1111_w16")) == 464 + 4672 + 14528 + 57728 + 230144 + 1290
     assert n_params(create_model("resnet34")) == 21282122
 
 
