@@ -6,7 +6,7 @@ from scipy.linalg import orthogonal_procrustes, sqrtm
 
 from src.errors import UserError
 from src.similarity import canonical_correlations, cca, cca_mean_rho, procrustes, pwcca, svcca
-from tests.math_helpers import orthogonal, rng
+from tests.math_helpers import orthogonal, rng, sum_tol
 
 
 def related_pair(n=200, dx=8, dy=6, seed=0, noise=1.0):
@@ -84,7 +84,7 @@ def test_svcca_drops_low_variance_noise_directions():
     y = np.column_stack([s @ g.standard_normal((5, 5)), 1e-4 * g.standard_normal((n, 5))])
     assert svcca(x, y) == pytest.approx(1.0, abs=1e-6)        # 5 shared directions kept each side
     assert cca_mean_rho(x, y) < 0.7                            # the noise directions count in plain CCA
-    assert svcca(x, y, keep=1.0) == pytest.approx(cca_mean_rho(x, y), rel=1e-12)
+    assert svcca(x, y, keep=1.0) == pytest.approx(cca_mean_rho(x, y), rel=sum_tol(n * 10))
     with pytest.raises(UserError, match="keep"):
         svcca(x, y, keep=1.5)
 
@@ -124,5 +124,5 @@ def test_procrustes_zero_for_similarity_transform_and_symmetric():
     x2 = 4.2 * x @ orthogonal(8, 14) + rng(15).standard_normal(8) * 30
     assert abs(procrustes(x, x2)) < 1e-12
     assert abs(procrustes(x2, x, method="gram")) < 1e-12
-    assert procrustes(x, y) == pytest.approx(procrustes(y, x), rel=1e-12)
+    assert procrustes(x, y) == pytest.approx(procrustes(y, x), rel=sum_tol(x.shape[0] * x.shape[0] + x.shape[1]))
     assert 0 < procrustes(x, y) < 2
