@@ -136,7 +136,8 @@ def test_existing_results_are_kept_unless_overwrite(nets, tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["tiny0", "tiny1", "bn9", "bn3"], "layer 'bn9' does not exist in Tiny10; valid layers"),
-    (["tiny0", "lenet", "bn3", "conv2"], "different spatial size: front 32x13x13, end 16x10x10"),
+    (["tiny0", "tiny1", "bn6", "bn7", "-i", "eye"], "--init eye is not defined for a strided_conv: 64x4x4 -> 64x2x2"),
+    (["tiny0", "lenet", "bn3", "fc1", "--flatten", "--pool"], "--flatten and --pool exclude each other"),
     (["narrow", "wide", "layer1.0", "layer1.0", "-i", "eye"], "needs equal widths"),
 ])
 def test_bad_input_from_the_shell_is_one_line(nets, tmp_path, args, message):

@@ -1,9 +1,33 @@
 """One stitching run's settings: what ``stitch_nets.py`` parses, what a sweep or notebook builds directly.
 
-The defaults are the reference's (``stitch_nets.py`` takes its argparse defaults from here).
+The defaults are the reference's. The training fields of ``TRAINING_DEFAULTS`` (epochs, batch size,
+learning rate, weight decay, optimizer, schedule, warm-up) default to None, meaning "not given": on
+construction a job fills them from its ``preset`` (see ``PRESETS``) where it names one, else from
+``TRAINING_DEFAULTS``. So an explicit value always overrides a preset, in Python as on the command
+line (the scripts pass None for a flag that was not given), and a built job holds plain values.
+
+Presets:
+
+- ``hernandez``: the stitch training of Hernandez et al. (2022): SGD with momentum 0.9 (this
+  project's SGD, Nesterov), batch 256, weight decay 0.01, learning rate 0.01, 4 epochs, 1 epoch of
+  linear warm-up then cosine decay to zero (stepped every iteration). The warm-up length is our choice
+  (the paper's code warmed up for longer than it trained); 1 of 4 epochs keeps most of training at a
+  high rate.
 """
+import math
 from dataclasses import dataclass
+from numbers import Real
 from typing import Optional
+
+from src.errors import UserError
+
+SCHEDULES = ("step", "cosine")
+TRAINING_DEFAULTS = {"epochs": 30, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0, "optimizer": "adam",
+                     "schedule": "step", "warmup_epochs": 0.0}
+PRESETS = {
+    "hernandez": {"optimizer": "sgd", "batch_size": 256, "weight_decay": 0.01, "lr": 0.01, "epochs": 4,
+                  "schedule": "cosine", "warmup_epochs": 1.0},
+}
 
 
 @dataclass
@@ -13,14 +37,14 @@ class StitchJob:
     front_layer: str
     end_layer: str
     dataset: Optional[str] = None  # default: the end model's dataset
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    optimizer: str = "adam"
-    schedule: str = "step"  # step (x0.1 at 1/3 and 2/3 of the epochs) or cosine (after a linear warm-up)
-    warmup_epochs: float = 0.0  # linear warm-up before the cosine schedule
-    preset: Optional[str] = None  # a named training set-up (src.stitching.presets); explicit values override it
+    epochs: Optional[int] = None  # None: the preset's, else TRAINING_DEFAULTS (for all fields down to warmup_epochs)
+    batch_size: Optional[int] = None
+    lr: Optional[float] = None
+    weight_decay: Optional[float] = None
+    optimizer: Optional[str] = None
+    schedule: Optional[str] = None  # step (x0.1 at 1/3 and 2/3 of the epochs) or cosine (after a linear warm-up)
+    warmup_epochs: Optional[float] = None  # linear warm-up before the cosine schedule
+    preset: Optional[str] = None  # a named training set-up of PRESETS; explicit values override it
     seed: int = 0
     save_frequency: int = 10
     run_name: Optional[str] = None
@@ -46,3 +70,26 @@ class StitchJob:
     download: bool = False
     device: Optional[str] = None
     overwrite: bool = False
+
+    def __post_init__(self):
+        if self.preset is not None and self.preset not in PRESETS:
+            raise UserError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        preset = PRESETS.get(self.preset, {})
+        for name, default in TRAINING_DEFAULTS.items():
+            if getattr(self, name) is None:
+                setattr(self, name, preset.get(name, default))
+        check_schedule(self.schedule, self.warmup_epochs, self.epochs)
+
+
+def check_schedule(schedule: str, warmup_epochs: float, epochs: int) -> None:
+    """A known schedule; a warm-up only before cosine decay, and shorter than training."""
+    if schedule not in SCHEDULES:
+        raise UserError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, Real) or not math.isfinite(warmup_epochs) \
+            or warmup_epochs < 0:
+        raise UserError(f"--warmup-epochs must be a finite number >= 0, got {warmup_epochs!r}")
+    if warmup_epochs > 0 and schedule != "cosine":
+        raise UserError(f"--warmup-epochs {warmup_epochs:g} needs --schedule cosine (the step schedule has no warm-up)")
+    if warmup_epochs > 0 and isinstance(epochs, Real) and warmup_epochs >= epochs:
+        raise UserError(f"--warmup-epochs {warmup_epochs:g} must be shorter than training (--epochs {epochs}); "
+                        f"lower it or train longer")

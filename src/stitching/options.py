@@ -7,7 +7,7 @@ import argparse
 
 from src.data import DATASET_NAMES
 from src.stitching.inits import INITS, MASKS
-from src.stitching.job import StitchJob as D
+from src.stitching.job import PRESETS, SCHEDULES, TRAINING_DEFAULTS as T, StitchJob as D
 from src.stitching.losses import TARGET_TYPES
 
 
@@ -19,11 +19,20 @@ def add_stitch_options(p: argparse.ArgumentParser, matrix: bool = False) -> argp
     """
     p.add_argument("-d", "--dataset", choices=DATASET_NAMES, default=None,
                    help="dataset; default the one the end model was trained on")
-    p.add_argument("-e", "--epochs", type=int, default=D.epochs, help="default 30")
-    p.add_argument("-b", "--batch-size", type=int, default=D.batch_size, help="default 128")
-    p.add_argument("-lr", "--lr", type=float, default=D.lr, help="default 1e-3 (x0.1 at 1/3 and 2/3 of training)")
-    p.add_argument("-wd", "--weight-decay", type=float, default=D.weight_decay, help="default 0")
-    p.add_argument("--optimizer", choices=["adam", "sgd"], default=D.optimizer, help="default adam")
+    # Training options default to None ("not given"): StitchJob fills them from --preset, else TRAINING_DEFAULTS.
+    p.add_argument("--preset", choices=list(PRESETS), default=None,
+                   help="a named training set-up; explicit flags override it. hernandez: SGD momentum 0.9, batch 256, "
+                        "weight decay 0.01, lr 0.01, 4 epochs, 1 warm-up epoch then cosine")
+    p.add_argument("-e", "--epochs", type=int, default=None, help=f"default {T['epochs']}")
+    p.add_argument("-b", "--batch-size", type=int, default=None, help=f"default {T['batch_size']}")
+    p.add_argument("-lr", "--lr", type=float, default=None, help=f"default {T['lr']:g}")
+    p.add_argument("-wd", "--weight-decay", type=float, default=None, help=f"default {T['weight_decay']:g}")
+    p.add_argument("--optimizer", choices=["adam", "sgd"], default=None, help=f"default {T['optimizer']}")
+    p.add_argument("--schedule", choices=SCHEDULES, default=None,
+                   help="learning-rate schedule: step (x0.1 at 1/3 and 2/3 of the epochs) or cosine (per iteration, "
+                        f"to zero, after --warmup-epochs of linear warm-up); default {T['schedule']}")
+    p.add_argument("--warmup-epochs", type=float, default=None,
+                   help="epochs of linear warm-up before the cosine schedule (shorter than training); default 0")
     p.add_argument("--seed", type=int, default=D.seed, help="seed of the stitch's init, batch order and augmentation; default 0")
     p.add_argument("-s", "--save-frequency", type=int, default=D.save_frequency,
                    help="record the stitch every this many x epochs iterations; default 10")
@@ -35,6 +44,8 @@ def add_stitch_options(p: argparse.ArgumentParser, matrix: bool = False) -> argp
     p.add_argument("-r", "--low-rank", type=int, default=None, help="rank of the stitch weight; default full rank")
     p.add_argument("--temperature", type=float, default=D.temperature, help="temperature of soft targets; default 1")
     p.add_argument("-f", "--flatten", action="store_true", help="map the whole flattened tensors (pixel to pixel)")
+    p.add_argument("--pool", action="store_true",
+                   help="a feature map into a vector layer: global average pooling + linear (default flatten + linear)")
     p.add_argument("-i", "--init", choices=INITS, default=D.init, help="initial stitch; default random")
     p.add_argument("-m", "--mask", choices=MASKS, default=D.mask, help="mask on the stitch weight; default identity")
     p.add_argument("--target-type", choices=TARGET_TYPES, default=D.target_type, help="training target; default hard")

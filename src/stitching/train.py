@@ -10,7 +10,7 @@ from tqdm import tqdm
 from src.stitching.frank import FrankensteinNet
 from src.stitching.losses import batch_cka, target_loss
 from src.training.evaluate import evaluate, predictions_of
-from src.training.optim import make_optimizer, step_schedule
+from src.training.optim import make_optimizer, step_schedule, warmup_cosine_schedule
 
 
 @dataclass
@@ -21,6 +21,8 @@ class StitchSettings:
     lr: float
     weight_decay: float
     optimizer: str
+    schedule: str  # step (per epoch) or cosine (per iteration, after warmup_epochs of linear warm-up)
+    warmup_epochs: float
     l1: float
     cka_reg: float
     target_type: str
@@ -36,11 +38,20 @@ def train_stitch(frank: FrankensteinNet, batches, val_loader, settings: StitchSe
                  progress=None) -> Tuple[pd.DataFrame, Dict[int, dict]]:
     """Train ``frank.stitch``; returns the per-epoch learning curve and the weight history {iteration: weights}.
 
-    The learning rate follows the reference's step schedule (x0.1 at 1/3 and 2/3 of the epochs).
+    The learning rate follows ``settings.schedule``: ``step`` is the reference's (x0.1 at 1/3 and 2/3
+    of the epochs, changed between epochs); ``cosine`` changes it every iteration: a linear warm-up
+    over the first ``warmup_epochs`` x (batches per epoch) iterations, then half a cosine to zero at
+    the end of training (:func:`src.training.optim.warmup_cosine_factor`). The curve's ``lr`` column is
+    the rate of each epoch's first iteration.
     """
     stitch = frank.stitch
     optimizer = make_optimizer(stitch.parameters(), settings.optimizer, settings.lr, settings.weight_decay)
-    scheduler = step_schedule(optimizer, settings.epochs)
+    per_iteration = settings.schedule == "cosine"
+    if per_iteration:
+        steps = len(batches)
+        scheduler = warmup_cosine_schedule(optimizer, settings.epochs * steps, round(settings.warmup_epochs * steps))
+    else:
+        scheduler = step_schedule(optimizer, settings.epochs)
     record_every = max(1, settings.save_frequency * settings.epochs)
     history = {0: stitch.param_dict()}
     rows, iteration = [], 0
@@ -63,6 +74,8 @@ def train_stitch(frank: FrankensteinNet, batches, val_loader, settings: StitchSe
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if per_iteration:
+                scheduler.step()
             iteration += 1
             if iteration % record_every == 0:
                 history[iteration] = stitch.param_dict()
@@ -72,7 +85,8 @@ def train_stitch(frank: FrankensteinNet, batches, val_loader, settings: StitchSe
                 total_hits += (predictions_of(logits, multilabel) == labels.long()).float().mean().item() * n
                 seen += n
             bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{total_hits / seen:.3f}")
-        scheduler.step()
+        if not per_iteration:
+            scheduler.step()
         val = evaluate(frank, val_loader, multilabel)
         rows.append({"epoch": epoch, "iteration": iteration, "train_loss": total_loss / max(seen, 1),
                      "train_accuracy": total_hits / max(seen, 1), "val_loss": val.loss, "val_accuracy": val.acc,

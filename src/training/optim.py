@@ -1,4 +1,4 @@
-"""Optimisers and the step learning-rate schedule of the reference."""
+"""Optimisers, the step learning-rate schedule of the reference, and linear warm-up then cosine decay."""
 import math
 from typing import Iterable, List
 
@@ -39,3 +39,21 @@ def step_milestones(epochs: int) -> List[int]:
 def step_schedule(optimizer: torch.optim.Optimizer, epochs: int) -> torch.optim.lr_scheduler.MultiStepLR:
     """The scheduler to step once per epoch."""
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=step_milestones(epochs), gamma=SCHEDULE_GAMMA)
+
+
+def warmup_cosine_factor(step: int, total_steps: int, warmup_steps: int) -> float:
+    """The learning-rate multiplier of optimizer step ``step`` (0-based) of ``total_steps``.
+
+    Linear warm-up ``(step + 1) / warmup_steps`` for the first ``warmup_steps`` steps (so step
+    ``warmup_steps - 1`` runs at the full rate and no step at zero), then half a cosine from 1 down
+    towards 0: ``(1 + cos(pi * (step - warmup_steps) / (total_steps - warmup_steps))) / 2``.
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return 0.5 * (1.0 + math.cos(math.pi * (step - warmup_steps) / max(1, total_steps - warmup_steps)))
+
+
+def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int,
+                           warmup_steps: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """The scheduler to step once per optimizer step (iteration): :func:`warmup_cosine_factor` times the base rate."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine_factor(step, total_steps, warmup_steps))
