@@ -6,12 +6,11 @@ CKA and MSE - the front layer, the trained stitch output and the least-squares s
 against the end network's own activation at the end layer.
 """
 from dataclasses import dataclass, field
-from typing import Dict, Iterable
+from typing import Dict, Iterable, Optional
 
 import torch
 from tqdm import tqdm
 
-from src.similarity import LeastSquaresFit
 from src.stitching.frank import FrankensteinNet
 from src.stitching.layers import AffineStitch
 
@@ -26,23 +25,11 @@ class Outputs:
     activations: Dict[str, torch.Tensor] = field(default_factory=dict)  # flattened, CPU float32
 
 
-def collect_statistics(frank: FrankensteinNet, loader: Iterable, progress=None) -> LeastSquaresFit:
-    """Least-squares co-moments of (front activation -> end activation) over ``loader``.
-
-    The rows are the stitch kind's design (:meth:`AffineStitch.design`): pixels for a 1x1 stitch,
-    k x k patches for a strided one, resampled sender pixels for the resample kinds, whole samples
-    for flatten and linear. One global fit streamed over batches, never an average of per-batch fits.
-    """
-    fit = LeastSquaresFit()
-    for x, _ in tqdm(loader, desc="least squares / correlations", leave=False,
-                     disable=None if progress is None else not progress):
-        fit.update(*frank.stitch.design(frank.front_activation(x), frank.end_target(x)))
-    return fit
-
-
 @torch.no_grad()
 def collect_outputs(frank: FrankensteinNet, ps_inv_stitch: AffineStitch, loader: Iterable, measure_samples: int,
-                    progress=None) -> Outputs:
+                    progress=None, network_logits: Optional[Dict[str, torch.Tensor]] = None) -> Outputs:
+    """``network_logits``: the front and end networks' own logits on ``loader`` when already known (a stitch
+    matrix computes them once for all its cells; see :func:`network_logits`)."""
     frank.eval()
     logits = {k: [] for k in LOGIT_KEYS}
     acts = {k: [] for k in ACTIVATION_KEYS}
@@ -51,8 +38,9 @@ def collect_outputs(frank: FrankensteinNet, ps_inv_stitch: AffineStitch, loader:
                      disable=None if progress is None else not progress):
         front = frank.front(x)
         trans, ps_inv = frank.stitch(front), ps_inv_stitch(front)
-        logits["front"].append(frank.front_model(x).float().cpu())
-        logits["end"].append(frank.end_model(x).float().cpu())
+        if network_logits is None:
+            logits["front"].append(frank.front_model(x).float().cpu())
+            logits["end"].append(frank.end_model(x).float().cpu())
         logits["trans"].append(frank.end(x, trans).float().cpu())
         logits["ps_inv"].append(frank.end(x, ps_inv).float().cpu())
         targets.append(y.cpu())
@@ -62,7 +50,18 @@ def collect_outputs(frank: FrankensteinNet, ps_inv_stitch: AffineStitch, loader:
             for key, value in (("front", front), ("end", end), ("trans", trans), ("ps_inv", ps_inv)):
                 acts[key].append(value[:take].flatten(1).float().cpu())
             kept += take
-    return Outputs({k: torch.cat(v) for k, v in logits.items()}, torch.cat(targets),
-                   {k: torch.cat(v) for k, v in acts.items()} if kept else {})
+    logits = {k: (network_logits[k] if network_logits is not None and k in network_logits else torch.cat(v))
+              for k, v in logits.items()}
+    return Outputs(logits, torch.cat(targets), {k: torch.cat(v) for k, v in acts.items()} if kept else {})
+
+
+@torch.no_grad()
+def network_logits(front_model, end_model, loader: Iterable) -> Dict[str, torch.Tensor]:
+    """The two networks' own logits on ``loader`` (as :func:`collect_outputs` computes them)."""
+    out = {"front": [], "end": []}
+    for x, _ in loader:
+        out["front"].append(front_model(x).float().cpu())
+        out["end"].append(end_model(x).float().cpu())
+    return {k: torch.cat(v) for k, v in out.items()}
 
 

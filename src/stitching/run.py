@@ -11,7 +11,7 @@ and calls :func:`run_stitch` per receiver layer, so a cell is exactly a cached s
 """
 import datetime as _dt
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
@@ -20,9 +20,9 @@ import torch
 
 from src.config import get_config, resolve_device, resolve_path
 from src.data import dataset_info, get_loader
-from src.models.checkpoint import load_checkpoint
+from src.models.checkpoint import checkpoint_digest, load_checkpoint
 from src.provenance import jsonable, provenance
-from src.results_io import refuse_overwrite, write_csv, write_pickle
+from src.results_io import claim_output, refuse_overwrite, write_csv, write_pickle
 from src.seeding import generator, seed_everything
 from src.similarity import LeastSquaresFit
 from src.stitching.batches import CachedBatches, FrontCache, LiveBatches
@@ -32,9 +32,10 @@ from src.stitching.inits import build_mask, check_options, initialize, least_squ
 from src.stitching.job import StitchJob
 from src.stitching.layers import AffineStitch
 from src.stitching.losses import teachers_needed
-from src.stitching.measure import collect_outputs
+from src.stitching.measure import collect_outputs, network_logits
 from src.stitching.report import build_result
 from src.stitching.train import StitchSettings, train_stitch
+from src.validation import check_batch_fits, check_stitch_job, check_writable_dir
 
 STATISTICS_BATCH = 500
 EVAL_BATCH = 1000
@@ -51,6 +52,8 @@ class Pair:
     dataset: str
     device: torch.device
     config: Any
+    digests: Optional[Dict[str, str]] = None  # SHA-256 of the front and end checkpoint files
+    _memo: Dict[Any, Any] = field(default_factory=dict, repr=False)  # fixed-order loaders and logits, made once
 
     @property
     def info(self):
@@ -64,9 +67,24 @@ class Pair:
         return get_loader(self.dataset, split, batch_size, val_size=job.val_size, max_samples=job.max_samples,
                           download=job.download, config=self.config, device=self.device, **options)
 
+    def fixed_loader(self, job: StitchJob, split: str, batch_size: int):
+        """An unshuffled, unaugmented loader of ``split``, made once per pair (it serves the same batches every pass)."""
+        key = (split, batch_size, job.val_size, job.max_samples)
+        if key not in self._memo:
+            self._memo[key] = self.loader(job, split, batch_size, shuffle=False, augment=False)
+        return self._memo[key]
+
     def plain_train(self, job: StitchJob):
         """The training split in order, unaugmented: the least-squares fit's (and the cache's) batches."""
-        return self.loader(job, "train", STATISTICS_BATCH, shuffle=False, augment=False)
+        return self.fixed_loader(job, "train", STATISTICS_BATCH)
+
+    def test_logits(self, job: StitchJob) -> Dict[str, torch.Tensor]:
+        """The front and end networks' own logits on the test split, computed once per pair."""
+        key = ("test logits", job.val_size, job.max_samples)
+        if key not in self._memo:
+            self._memo[key] = network_logits(self.front_model.eval(), self.end_model.eval(),
+                                             self.fixed_loader(job, "test", EVAL_BATCH))
+        return self._memo[key]
 
 
 def load_pair(job: StitchJob, config=None) -> Pair:
@@ -75,9 +93,10 @@ def load_pair(job: StitchJob, config=None) -> Pair:
     device = resolve_device(job.device or config.device)
     front_model, front_meta = load_checkpoint(job.front_model, job.front_arch, job.dataset, device)
     end_model, end_meta = load_checkpoint(job.end_model, job.end_arch, job.dataset, device)
+    digests = {"front": checkpoint_digest(job.front_model), "end": checkpoint_digest(job.end_model)}
     dataset = job.dataset or end_meta["dataset"]
     check_models_fit_dataset(front_meta, end_meta, dataset)
-    return Pair(front_model, end_model, front_meta, end_meta, dataset, device, config)
+    return Pair(front_model, end_model, front_meta, end_meta, dataset, device, config, digests)
 
 
 def augments(job: StitchJob) -> bool:
@@ -127,7 +146,8 @@ def fit_statistics(frank: FrankensteinNet, pair: Pair, job: StitchJob, cache: Op
     """Least-squares co-moments (front activation -> end activation) over the unaugmented training split.
 
     From the cache when given (no second front pass), else from a live pass; the batches are the same,
-    so both give the same numbers. The rows are the stitch kind's design (see ``collect_statistics``).
+    so both give the same numbers. The rows are the stitch kind's design (:meth:`AffineStitch.design`: pixels for
+    a 1x1 stitch, k x k patches for a strided one, resampled sender pixels for the resample kinds, samples otherwise).
     """
     if cache is not None:
         fronts = cache.batches()
@@ -165,7 +185,7 @@ def train_cell(frank: FrankensteinNet, pair: Pair, job: StitchJob, cache: Option
     else:
         train = pair.loader(job, "train", job.batch_size, seed=job.seed, drop_last=True, augment=augments(job))
         batches = LiveBatches(frank, train, teachers, bool(job.cka_reg), pair.device)
-    val = pair.loader(job, "val", EVAL_BATCH)
+    val = pair.fixed_loader(job, "val", EVAL_BATCH)
     return train_stitch(frank, batches, val, StitchSettings.from_job(job), pair.info.multilabel)
 
 
@@ -188,13 +208,15 @@ def run_stitch(pair: Pair, job: StitchJob, run_folder: Path, argv=None, cache: O
 
     started = time.perf_counter()
     ps_inv_stitch = least_squares_stitch(frank.stitch, start.least_squares)
-    outputs = collect_outputs(frank, ps_inv_stitch, pair.loader(job, "test", EVAL_BATCH), job.measure_samples)
+    outputs = collect_outputs(frank, ps_inv_stitch, pair.fixed_loader(job, "test", EVAL_BATCH), job.measure_samples,
+                              network_logits=pair.test_logits(job))
     timing["evaluation_seconds"] = time.perf_counter() - started
 
     augment = augments(job)
     params = dict(jsonable(vars(job)), dataset=pair.dataset, augment=augment, out_dir=str(run_folder.parent),
                   run_name=run_folder.name, front_model_path=str(Path(job.front_model).resolve()),
-                  end_model_path=str(Path(job.end_model).resolve()))
+                  end_model_path=str(Path(job.end_model).resolve()),
+                  **{f"{role}_model_sha256": digest for role, digest in (pair.digests or {}).items()})
     trans_m = {"before": start.before, "after": frank.stitch.param_dict(), "ps_inv": ps_inv_stitch.param_dict()}
     if start.mask is not None:
         trans_m["mask"] = {"w": start.mask}
@@ -225,17 +247,21 @@ def write_result(path: Path, result: Dict[str, Any]) -> Path:
 
 def stitch_from_args(args: StitchJob, argv=None) -> Path:
     """Build, initialise, train and evaluate one stitch; write the result pickle and CSV. Returns the pickle path."""
+    check_stitch_job(args)  # every option, before anything is loaded or written
     config = get_config()
     path = result_path(args, config)
-    refuse_overwrite(path, args.overwrite)  # before any work, so a finished result is never lost
-    pair = load_pair(args, config)
-    frank = build_cell(pair, args)
-    print(f"{describe(frank, args)}, device {pair.device}")
-    timing: Dict[str, float] = {}
-    cache = None
-    if args.cache_front:
-        started = time.perf_counter()
-        cache = front_cache(pair, args, frank.front)
-        timing["cache_seconds"] = time.perf_counter() - started
-    result = run_stitch(pair, args, path.parent, argv, cache=cache, frank=frank, timing=timing)
-    return write_result(path, result)
+    check_writable_dir(path.parent)
+    with claim_output(path):  # before any work: no concurrent run writes it too, a finished result is never lost
+        refuse_overwrite(path, args.overwrite)  # the pickle marks a finished result; a CSV alone does not count
+        pair = load_pair(args, config)
+        check_batch_fits(args.batch_size, pair.plain_train(args).num_samples)
+        frank = build_cell(pair, args)
+        print(f"{describe(frank, args)}, device {pair.device}")
+        timing: Dict[str, float] = {}
+        cache = None
+        if args.cache_front:
+            started = time.perf_counter()
+            cache = front_cache(pair, args, frank.front)
+            timing["cache_seconds"] = time.perf_counter() - started
+        result = run_stitch(pair, args, path.parent, argv, cache=cache, frank=frank, timing=timing)
+        return write_result(path, result)

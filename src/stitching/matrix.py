@@ -1,0 +1,326 @@
+"""Stitch matrices (``stitch_matrix.py``): every sender layer stitched into every receiver layer, beside CKA.
+
+A matrix is a list of cells, and a cell is a complete single-stitch job: a
+:class:`~src.stitching.job.StitchJob` with its layers set and ``cache_front`` on, and the path of its
+pickle (``<run>/cells/<sender_layer>--<receiver_layer>.pkl``; controls under
+``<run>/controls/<variant>/``). :func:`plan_matrix` builds and checks them all before anything runs;
+:func:`run_matrix` runs them with the steps of :mod:`src.stitching.run` - the networks are loaded
+once per variant and each sender layer's activations on the unaugmented training split are computed
+once (:class:`~src.stitching.batches.FrontCache`) and reused for the least-squares statistics and
+the training of every receiver layer - so a cell is exactly what ``stitch_nets.py --cache-front``
+computes for that pair (same schema, same numbers with the same seed).
+
+Variants: ``trained`` (sender into receiver) and, with ``controls``, ``random_sender`` (the
+sender's iteration-0 checkpoint ``0.pt`` when one lies beside it, else a freshly initialised network
+of the same architecture with a recorded seed, saved under ``<run>/controls/``) into the trained
+receiver, and the trained sender into ``random_receiver``.
+"""
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+import torch
+
+from src.config import get_config
+from src.errors import UserError
+from src.features import select_layers
+from src.features.blocks import block_outputs
+from src.models import create_model
+from src.models.checkpoint import save_checkpoint
+from src.provenance import jsonable, provenance
+from src.results_io import claim_output, write_csv, write_pickle
+from src.similarity import layer_similarity
+from src.stitching.cut import FrontPart
+from src.stitching.job import StitchJob
+from src.stitching.matrix_plot import save_matrix_png
+from src.stitching.matrix_stats import proportional_depths, spearman, triangle_statistic
+from src.stitching.run import (EVAL_BATCH, Pair, build_cell, front_cache, load_pair, run_dir, run_stitch,
+                               write_result)
+from src.validation import check_batch_fits, check_stitch_job, check_writable_dir
+
+FORMAT = "drfrank-stitch-matrix"
+VERSION = 1
+BLOCKS = "blocks"
+VARIANTS = ("trained", "random_sender", "random_receiver")
+#: Files of a run folder that a matrix run writes (replaced as a whole with --overwrite).
+TABLES = ("matrix", "relative", "ps_inv", "cka")
+
+
+@dataclass
+class MatrixJob:
+    """What ``stitch_matrix.py`` parses: the stitch options (``job``: front_model = sender, end_model =
+    receiver; its layers are set per cell) and the layer patterns of each side."""
+
+    job: StitchJob
+    sender_layers: Sequence[str]
+    receiver_layers: Sequence[str]
+    controls: bool = False
+    depth_axes: bool = False
+    control_seed: int = 0
+
+
+@dataclass
+class Cell:
+    """One stitch of the matrix: a complete single-stitch job and where its result goes."""
+
+    variant: str
+    job: StitchJob
+    path: Path
+
+
+@dataclass
+class Plan:
+    run_folder: Path
+    senders: List[str]
+    receivers: List[str]
+    checkpoints: Dict[str, Tuple[str, str]]  # variant -> (sender checkpoint, receiver checkpoint)
+    controls: Dict[str, Dict[str, Any]]  # random_sender / random_receiver -> where the random network comes from
+    cells: List[Cell]
+    base: StitchJob
+    labels: Tuple[List[str], List[str]] = field(default_factory=lambda: ([], []))
+
+
+def table_name(table: str, variant: str) -> str:
+    """``matrix`` / ``relative`` / ``ps_inv`` / ``cka`` of the trained pair; ``<table>_control_<variant>`` of a control."""
+    return table if variant == "trained" else f"{table}_control_{variant}"
+
+
+def cell_path(run_folder: Path, variant: str, sender_layer: str, receiver_layer: str) -> Path:
+    folder = run_folder / "cells" if variant == "trained" else run_folder / "controls" / variant
+    return folder / f"{sender_layer}--{receiver_layer}.pkl"
+
+
+def select_matrix_layers(model: torch.nn.Module, patterns: Sequence[str], example: torch.Tensor) -> List[str]:
+    """Layer names for patterns as in ``compare_layers.py`` (names, globs, ``re:``) or the preset ``blocks``."""
+    patterns = [p for p in patterns]
+    if not patterns:
+        raise UserError("no layer pattern given; name layers, globs, re:REGEX or 'blocks'")
+    if BLOCKS in patterns:
+        if len(patterns) > 1:
+            raise UserError(f"'{BLOCKS}' is a preset of its own; do not combine it with other patterns")
+        return block_outputs(model, example)
+    return select_layers(model, patterns, example)
+
+
+def check_compatible(pair: Pair) -> None:
+    """Sender and receiver must read the same inputs and predict the same classes."""
+    front, end = pair.front_meta, pair.end_meta
+    for key, what in (("n_classes", "class counts"), ("input_size", "input sizes"), ("n_channels", "input channels")):
+        if front.get(key) is not None and end.get(key) is not None and list(np.atleast_1d(front[key])) != list(np.atleast_1d(end[key])):
+            raise UserError(f"the sender and receiver have different {what} ({front[key]} vs {end[key]}); "
+                            f"stitch networks trained on the same task")
+
+
+def refuse_existing_run(run_folder: Path, overwrite: bool) -> None:
+    if run_folder.exists() and not overwrite:
+        raise UserError(f"{run_folder} already exists; pass --overwrite to replace it or choose another "
+                        f"--run-name (resuming a matrix is not supported yet)")
+
+
+def random_checkpoint(checkpoint: str, role: str, run_folder: Path, seed: int) -> Dict[str, Any]:
+    """Where the random-weight control of ``checkpoint`` comes from: its run's ``0.pt`` or a fresh network."""
+    zero = Path(checkpoint).parent / "0.pt"
+    if zero.is_file() and zero.resolve() != Path(checkpoint).resolve():
+        return {"checkpoint": str(zero), "source": "iteration-0 checkpoint of the same run", "seed": None}
+    return {"checkpoint": str(run_folder / "controls" / f"random_{role}.pt"), "seed": seed,
+            "source": f"freshly initialised network of the same architecture (seed {seed})"}
+
+
+def plan_matrix(mjob: MatrixJob, config=None) -> Tuple[Plan, Pair]:
+    """Every cell of the matrix, checked before anything is written or trained: options, layers, shapes."""
+    base = mjob.job
+    check_stitch_job(base)
+    config = config or get_config()
+    run_folder = run_dir(base, config)
+    refuse_existing_run(run_folder, base.overwrite)
+    check_writable_dir(run_folder)
+    pair = load_pair(base, config)
+    check_compatible(pair)
+    example = torch.zeros(2, *pair.input_shape, device=pair.device)
+    senders = select_matrix_layers(pair.front_model, mjob.sender_layers, example)
+    receivers = select_matrix_layers(pair.end_model, mjob.receiver_layers, example)
+    base = replace(base, dataset=pair.dataset, run_name=run_folder.name, cache_front=True, no_augment=True)
+    check_batch_fits(base.batch_size, pair.plain_train(base).num_samples)
+    for s in senders:  # the stitch of every cell must exist (shapes, init, mask) before anything runs
+        for r in receivers:
+            build_cell(pair, replace(base, front_layer=s, end_layer=r))
+    checkpoints = {"trained": (base.front_model, base.end_model)}
+    controls: Dict[str, Dict[str, Any]] = {}
+    if mjob.controls:
+        controls["random_sender"] = random_checkpoint(base.front_model, "sender", run_folder, mjob.control_seed)
+        controls["random_receiver"] = random_checkpoint(base.end_model, "receiver", run_folder, mjob.control_seed + 1)
+        checkpoints["random_sender"] = (controls["random_sender"]["checkpoint"], base.end_model)
+        checkpoints["random_receiver"] = (base.front_model, controls["random_receiver"]["checkpoint"])
+    cells = [Cell(variant, replace(base, front_model=checkpoints[variant][0], end_model=checkpoints[variant][1],
+                                   front_layer=s, end_layer=r), cell_path(run_folder, variant, s, r))
+             for variant in checkpoints for s in senders for r in receivers]
+    # With the blocks preset a layer's label starts with its number: the blocks before it (Hernandez et al.).
+    labels = tuple([f"{i} {name}" if BLOCKS in patterns else name for i, name in enumerate(names)]
+                   for names, patterns in ((senders, mjob.sender_layers), (receivers, mjob.receiver_layers)))
+    return Plan(run_folder, senders, receivers, checkpoints, controls, cells, base, labels), pair
+
+
+def _write_random_networks(plan: Plan, pair: Pair) -> None:
+    for variant, meta in (("random_sender", pair.front_meta), ("random_receiver", pair.end_meta)):
+        control = plan.controls.get(variant)
+        if control is None or control["seed"] is None:
+            continue
+        model = create_model(meta["model"], n_classes=meta["n_classes"], n_channels=meta["n_channels"], seed=control["seed"])
+        info = {k: v for k, v in meta.items() if k != "provenance"}
+        info.update(init_seed=control["seed"], epoch=0, iteration=0, random_control=True)
+        save_checkpoint(control["checkpoint"], model.eval(), info)
+
+
+def _clear_previous(run_folder: Path) -> None:
+    """With --overwrite: remove what an earlier matrix run wrote there (the pickle, its marker, first)."""
+    (run_folder / "matrix.pkl").unlink(missing_ok=True)
+    for sub in ("cells", "controls"):
+        shutil.rmtree(run_folder / sub, ignore_errors=True)
+    for path in list(run_folder.glob("*.csv")) + [run_folder / "matrix.png"]:
+        path.unlink(missing_ok=True)
+
+
+def cka_matrix_of(pair: Pair, job: StitchJob, senders: List[str], receivers: List[str]) -> Tuple[pd.DataFrame, int]:
+    """Linear CKA (biased HSIC, all samples) of every sender layer with every receiver layer on the first
+    ``measure_samples`` test images: the ``cka`` value of each cell's pickle, for all pairs in one pass."""
+    loader = pair.loader(job, "test", 250)
+    sim = layer_similarity(pair.front_model, pair.end_model, loader, layers1=senders, layers2=receivers, measure="cka",
+                           max_samples=job.measure_samples)
+    return sim.to_frame().loc[senders, receivers].rename_axis("sender layer"), int(sim.n_samples)
+
+
+def _frame(values: Dict[Tuple[str, str], float], senders, receivers) -> pd.DataFrame:
+    data = [[values.get((s, r), np.nan) for r in receivers] for s in senders]
+    return pd.DataFrame(data, index=pd.Index(senders, name="sender layer"), columns=list(receivers))
+
+
+def run_matrix(mjob: MatrixJob, argv=None, progress: Optional[bool] = None) -> Tuple[Path, Dict[str, Any]]:
+    """Plan, run every cell, write the tables, ``matrix.png`` and (last) ``matrix.pkl``; returns its path and content."""
+    from tqdm import tqdm
+
+    started_all = time.perf_counter()
+    plan, trained_pair = plan_matrix(mjob)
+    folder = plan.run_folder
+    with claim_output(folder):
+        refuse_existing_run(folder, plan.base.overwrite)  # again, now that no other run can get past this point
+        if plan.base.overwrite and folder.exists():
+            _clear_previous(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_random_networks(plan, trained_pair)
+        pairs = {"trained": trained_pair}
+        for variant in plan.checkpoints:
+            if variant not in pairs:
+                sender, receiver = plan.checkpoints[variant]
+                pairs[variant] = load_pair(replace(plan.base, front_model=sender, end_model=receiver))
+        started = time.perf_counter()
+        cka = {v: cka_matrix_of(pairs[v], plan.base, plan.senders, plan.receivers) for v in plan.checkpoints}
+        cka_samples = cka["trained"][1]
+        cka = {v: frame for v, (frame, _) in cka.items()}
+        cka_seconds = time.perf_counter() - started
+
+        results: Dict[str, Dict[str, Dict]] = {v: {} for v in plan.checkpoints}
+        seconds: Dict[str, Dict] = {v: {} for v in plan.checkpoints}
+        cache_seconds: Dict[str, Dict[str, float]] = {v: {} for v in plan.checkpoints}
+        bar = tqdm(total=len(plan.cells), desc="stitch matrix", unit="cell", disable=None if progress is None else not progress)
+        for variant in plan.checkpoints:
+            pair = pairs[variant]
+            for s in plan.senders:
+                started = time.perf_counter()
+                cache = front_cache(pair, plan.base, FrontPart(pair.front_model, s, plan.base.fold_bn))
+                cache_seconds[variant][s] = time.perf_counter() - started
+                for cell in [c for c in plan.cells if c.variant == variant and c.job.front_layer == s]:
+                    r = cell.job.end_layer
+                    started = time.perf_counter()
+                    result = run_stitch(pair, cell.job, folder, argv, cache=cache,
+                                        timing={"cache_seconds": cache_seconds[variant][s],
+                                                "cache_shared_by_cells": len(plan.receivers)})
+                    write_result(cell.path, result)
+                    seconds[variant][(s, r)] = time.perf_counter() - started
+                    results[variant][(s, r)] = result
+                    acc = result["model_results"]
+                    bar.update()
+                    tqdm.write(f"{variant:15s} {s} -> {r}: stitched acc {acc['trans']['acc']:.4f}, least squares "
+                               f"{acc['ps_inv']['acc']:.4f} ({seconds[variant][(s, r)]:.1f} s)")
+                del cache
+        bar.close()
+        summary = _assemble(mjob, plan, results, cka, seconds, cache_seconds, cka_seconds, argv)
+        summary["cka_samples"] = cka_samples
+        summary["timing"]["total_seconds"] = time.perf_counter() - started_all
+        path = _write_outputs(plan, summary, mjob.depth_axes)
+    return path, summary
+
+
+def _assemble(mjob, plan: Plan, results, cka, seconds, cache_seconds, cka_seconds, argv) -> Dict[str, Any]:
+    S, R = plan.senders, plan.receivers
+    tables: Dict[str, pd.DataFrame] = {}
+    spearmans, triangles, end_acc = {}, {}, {}
+    for variant, cells in results.items():
+        acc = _frame({k: r["model_results"]["trans"]["acc"] for k, r in cells.items()}, S, R)
+        ends = {k: r["model_results"]["end"]["acc"] for k, r in cells.items()}
+        end_acc[variant] = float(next(iter(ends.values())))
+        tables[table_name("matrix", variant)] = acc
+        tables[table_name("relative", variant)] = acc / _frame(ends, S, R)
+        tables[table_name("ps_inv", variant)] = _frame({k: r["model_results"]["ps_inv"]["acc"] for k, r in cells.items()}, S, R)
+        tables[table_name("cka", variant)] = cka[variant]
+        spearmans[variant] = spearman(acc.to_numpy(), cka[variant].to_numpy())
+        triangles[variant] = {"stitched": triangle_statistic(acc.to_numpy()),
+                              "least_squares": triangle_statistic(tables[table_name("ps_inv", variant)].to_numpy()),
+                              "cka": triangle_statistic(cka[variant].to_numpy())}
+    base = plan.base
+    return {
+        "format": FORMAT, "version": VERSION,
+        "params": dict(jsonable(vars(base)), front_layer=None, end_layer=None,
+                       sender_patterns=list(mjob.sender_layers), receiver_patterns=list(mjob.receiver_layers),
+                       controls=mjob.controls, depth_axes=mjob.depth_axes, control_seed=mjob.control_seed,
+                       run_folder=str(plan.run_folder)),
+        "sender_layers": S, "receiver_layers": R,
+        "sender_depth": proportional_depths(len(S)).tolist(), "receiver_depth": proportional_depths(len(R)).tolist(),
+        "labels": {"senders": plan.labels[0], "receivers": plan.labels[1]},
+        "tables": tables, **{name: tables[name] for name in TABLES},
+        "end_acc": end_acc, "spearman": spearmans, "triangle": triangles,
+        "controls": plan.controls, "checkpoints": {v: list(c) for v, c in plan.checkpoints.items()},
+        "cells": {v: {f"{s}--{r}": str(cell_path(plan.run_folder, v, s, r)) for s in S for r in R} for v in results},
+        "cka_split": "test",
+        "timing": {"cell_seconds": {v: _frame(t, S, R) for v, t in seconds.items()},
+                   "cache_seconds": cache_seconds, "cka_seconds": cka_seconds},
+        "provenance": provenance(base, argv),
+    }
+
+
+def _write_outputs(plan: Plan, summary: Dict[str, Any], depth_axes: bool) -> Path:
+    folder = plan.run_folder
+    for name, frame in summary["tables"].items():
+        write_csv(folder / f"{name}.csv", frame, index=True)
+    panels = [("stitched accuracy", summary["matrix"], "test accuracy"),
+              (f"linear CKA ({summary['cka_samples']} test images)", summary["cka"], "CKA")]
+    for variant in VARIANTS[1:]:
+        if variant in summary["end_acc"]:
+            panels.append((f"control: {variant.replace('_', ' ')}", summary["tables"][table_name("matrix", variant)],
+                           "test accuracy"))
+    base = plan.base
+    title = (f"{Path(base.front_model).parent.name}/{Path(base.front_model).name} -> "
+             f"{Path(base.end_model).parent.name}/{Path(base.end_model).name}, {base.dataset or ''} "
+             f"(Spearman stitching vs CKA {summary['spearman']['trained']:.2f})")
+    save_matrix_png(folder / "matrix.png", panels, depth_axes, labels=plan.labels, suptitle=title,
+                    provenance=summary["provenance"])
+    return write_pickle(folder / "matrix.pkl", summary)
+
+
+def print_summary(summary: Dict[str, Any]) -> None:
+    """The matrices, the Spearman correlations, the triangle statistics and the timing, as plain text."""
+    for name, frame in summary["tables"].items():
+        print(f"{name}:")
+        print(frame.round(4).to_string())
+    for variant, rho in summary["spearman"].items():
+        tri = summary["triangle"][variant]["stitched"]
+        print(f"{variant}: Spearman(stitching, CKA) = {rho:.4f}; stitched accuracy on/below the proportional diagonal "
+              f"{tri['mean_on_or_below']:.4f} ({tri['cells_on_or_below']} cells) vs above {tri['mean_above']:.4f} "
+              f"({tri['cells_above']} cells)")
+    timing = summary["timing"]
+    cells = pd.concat([frame.stack() for frame in timing["cell_seconds"].values()])
+    print(f"wall time: {len(cells)} cells, {cells.mean():.1f} s per cell (min {cells.min():.1f}, max {cells.max():.1f}), "
+          f"CKA {timing['cka_seconds']:.1f} s, total {timing['total_seconds']:.1f} s")

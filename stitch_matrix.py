@@ -1,0 +1,65 @@
+#!/usr/bin/env python
+"""Stitch every sender layer into every receiver layer: the stitch matrix, beside the CKA matrix of the same layers.
+
+Writes results/<run-name>/: cells/<sender_layer>--<receiver_layer>.pkl (each a stitch_nets.py result:
+load_result, eval_stitch.py and load_summaries work on it), matrix.csv (stitched test accuracy; rows
+sender layers, columns receiver layers), relative.csv (divided by the receiver's accuracy), ps_inv.csv
+(least-squares stitch), cka.csv (linear CKA on the first --measure-samples test images), matrix.png
+and matrix.pkl (all tables as DataFrames, Spearman correlation of stitching vs CKA, the triangle
+statistic, controls, timing, parameters and provenance). With --controls also a random-weight sender
+into the receiver and the sender into a random-weight receiver (*_control_random_sender.csv, ...).
+
+Layers: exact names, globs ('layer1.*'), regular expressions ('re:bn\\d') or the preset 'blocks' (the stem
+output and every residual block's output; for networks without residual blocks each conv/bn stage).
+Each sender layer's activations on the unaugmented training split are computed once and reused for
+every receiver layer (as stitch_nets.py --cache-front).
+
+Example:
+  python stitch_matrix.py model_weights/Tiny10/FashionMNIST/in0-gn0/8580.pt \\
+      model_weights/Tiny10/FashionMNIST/in1-gn1/8580.pt --sender-layers 're:bn\\d' --receiver-layers 're:bn\\d' \\
+      -d fashion --preset hernandez -e 2 --max-samples 10000 --controls --run-name t10-matrix
+"""
+import argparse
+import sys
+
+from src.cli import run_main, script_argv
+from src.stitching.options import add_stitch_options
+
+
+def parse_args(argv=None):
+    from src.stitching.job import StitchJob
+    from src.stitching.matrix import MatrixJob
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sender", help="checkpoint of the sender (front) network")
+    p.add_argument("receiver", help="checkpoint of the receiver (end) network")
+    p.add_argument("--sender-layers", nargs="+", required=True, metavar="PATTERN",
+                   help="sender layers: names, globs, re:REGEX or blocks")
+    p.add_argument("--receiver-layers", nargs="+", required=True, metavar="PATTERN",
+                   help="receiver layers: names, globs, re:REGEX or blocks")
+    p.add_argument("--controls", action="store_true",
+                   help="also a random-weight sender into the receiver and the sender into a random-weight receiver "
+                        "(the iteration-0 checkpoint 0.pt beside a checkpoint, else a fresh network)")
+    p.add_argument("--control-seed", type=int, default=0,
+                   help="seed of a freshly initialised control network (sender: this, receiver: this + 1); default 0")
+    p.add_argument("--depth-axes", action="store_true",
+                   help="draw cells at proportional depth (i/(I-1), j/(J-1)) so networks of different lengths compare")
+    add_stitch_options(p, matrix=True)
+    ns = vars(p.parse_args(argv))
+    matrix = {k: ns.pop(k) for k in ("sender_layers", "receiver_layers", "controls", "control_seed", "depth_axes")}
+    job = StitchJob(front_model=ns.pop("sender"), end_model=ns.pop("receiver"), front_layer="", end_layer="",
+                    cache_front=True, no_augment=True, **ns)
+    return MatrixJob(job=job, **matrix)
+
+
+def main(argv=None):
+    from src.stitching.matrix import print_summary, run_matrix
+
+    mjob = parse_args(argv)
+    path, summary = run_matrix(mjob, script_argv(__file__, argv))
+    print_summary(summary)
+    print(f"wrote {path} and the tables, matrix.png and cells/ beside it")
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
