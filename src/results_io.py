@@ -1,20 +1,48 @@
-"""Writing result files atomically and reading them back with clear errors.
+"""Writing result files atomically, claiming outputs, and reading results back safely.
 
 A result is written to a temporary file in the target folder and renamed into place, so a
-crash or Ctrl-C never leaves a half-written file under the final name.
+crash or Ctrl-C never leaves a half-written file under the final name; files get the permissions
+the umask gives (as ``open()`` would), not ``mkstemp``'s 0600. :func:`claim_output` lets only one
+run at a time write an output, and :func:`staged_folder` replaces a folder of outputs as a whole.
+Pickles are read with :func:`src.safe_pickle.restricted_load`, which refuses anything but the
+plain values, numpy arrays and pandas frames results hold.
 """
+import fcntl
 import json
 import os
 import pickle
+import shutil
+import socket
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 import pandas as pd
 
 from src.errors import UserError
+from src.safe_pickle import RefusedGlobal, restricted_load
 
 PathLike = Union[str, Path]
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the OS allows (Linux: /proc/self/status)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (not thread-safe, but only scripts get here)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: PathLike, directory: bool = False) -> None:
+    """Give ``path`` the mode ``open()`` / ``mkdir()`` would have: 0o666 (0o777 for folders) minus the umask."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
 
 
 def atomic_write(path: PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
@@ -23,6 +51,7 @@ def atomic_write(path: PathLike, write: Callable[[Any], None], mode: str = "wb")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        honour_umask(tmp)  # mkstemp makes 0600; a result is meant to be shared like any other file
         with os.fdopen(fd, mode) as handle:
             write(handle)
             handle.flush()
@@ -37,11 +66,130 @@ def atomic_write(path: PathLike, write: Callable[[Any], None], mode: str = "wb")
     return path
 
 
-def refuse_overwrite(path: PathLike, overwrite: bool, flag: str = "--overwrite") -> None:
-    """Raise a :class:`UserError` if ``path`` exists and overwriting was not asked for."""
+def refuse_overwrite(path: PathLike, overwrite: bool, flag: str = "--overwrite",
+                     instead: str = "choose another --run-name") -> None:
+    """Raise a :class:`UserError` if ``path`` exists and overwriting was not asked for (check before any work)."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise UserError(f"{path} already exists; pass {flag} to replace it or choose another --run-name")
+        raise UserError(f"{path} already exists; pass {flag} to replace it or {instead}")
+
+
+class OutputClaim:
+    """The exclusive right of this process to write one output (a result file or a run folder).
+
+    Held as a ``flock`` on ``.<name>.claim`` beside the output: the lock is the claim, so a run killed
+    with SIGKILL loses it with its process and never blocks a rerun; the file records who holds it.
+    Release it with :meth:`release` or by leaving the ``with`` block.
+    """
+
+    def __init__(self, path: Path, lock_path: Path, fd: int, created_folder: Optional[Path]):
+        self.path, self.lock_path, self._fd, self._created_folder = path, lock_path, fd, created_folder
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.lock_path)  # while still locked: a waiting run then sees a fresh file (see try_claim)
+        except FileNotFoundError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+        if self._created_folder is not None:  # a run that wrote nothing leaves no empty folder behind
+            try:
+                self._created_folder.rmdir()
+            except OSError:
+                pass
+
+    def __enter__(self) -> "OutputClaim":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def try_claim(path: PathLike) -> Optional[OutputClaim]:
+    """Claim ``path`` for this process (create-if-absent), or ``None`` when another live process holds it.
+
+    For sweeps that skip outputs another worker is busy with; scripts use :func:`claim_output`.
+    Creates ``path``'s folder; an unwritable folder is a :class:`UserError`.
+    """
+    path = Path(path)
+    folder = path.parent
+    created = None if folder.is_dir() else folder
+    lock_path = folder / f".{path.name}.claim"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return None
+            try:  # the holder we waited for may have unlinked the file between our open and our lock
+                if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+    except OSError as err:
+        raise UserError(f"cannot write to {folder} ({err.strerror}); choose a folder you can write to") from err
+    return OutputClaim(path, lock_path, fd, created)
+
+
+def claim_output(path: PathLike) -> OutputClaim:
+    """Claim ``path`` (a result file or a run folder) for this run before any work starts.
+
+    Use as ``with claim_output(path): refuse_overwrite(path, overwrite); ...``: checked while the claim
+    is held, two runs with the same output cannot both pass the existence check; the second is told
+    that another run is writing it.
+    """
+    path = Path(path)
+    claim = try_claim(path)
+    if claim is None:
+        holder = _read_holder(path.parent / f".{path.name}.claim")
+        raise UserError(f"another run ({holder}) is writing {path} right now; wait for it to finish "
+                        f"or choose another output name")
+    return claim
+
+
+def _read_holder(lock_path: Path) -> str:
+    try:
+        return lock_path.read_text().strip() or "unknown process"
+    except OSError:
+        return "unknown process"
+
+
+@contextmanager
+def staged_folder(directory: PathLike, owned: Iterable[str], marker: Optional[str] = None) -> Iterator[Path]:
+    """A fresh folder to write a run into; when the ``with`` block succeeds, its files replace ``directory``'s.
+
+    ``owned`` names every file a run of this kind writes: those of the previous run in ``directory``
+    are removed, so none outlives the run that replaced it (other files there are left alone).
+    ``marker`` (one of ``owned``, e.g. the pickle) is removed first and moved in last, so a folder
+    holding it holds a complete run. An absent ``directory`` is the staged folder renamed into place.
+    If the block fails, ``directory`` is untouched and the staged folder removed.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    try:
+        honour_umask(staging, directory=True)  # mkdtemp makes 0700
+        yield staging
+        if not directory.exists():
+            os.replace(staging, directory)
+            return
+        owned = list(owned)
+        last = [marker] if marker in owned else []
+        for name in last + [n for n in owned if n not in last]:
+            (directory / name).unlink(missing_ok=True)
+        new = sorted(p.name for p in staging.iterdir())
+        for name in [n for n in new if n not in last] + [n for n in new if n in last]:
+            os.replace(staging / name, directory / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_pickle(path: PathLike, obj: Any) -> Path:
@@ -63,6 +211,8 @@ def read_pickle(path: PathLike) -> Any:
         raise UserError(f"result file {path} does not exist; check the path (results are under results/<run-name>/)")
     try:
         with open(path, "rb") as handle:
-            return pickle.load(handle)
+            return restricted_load(handle)
+    except RefusedGlobal as err:
+        raise UserError(f"refusing to load {path}: {err}; only open pickles from trusted sources") from err
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, ValueError, TypeError) as err:
         raise UserError(f"{path} is not a readable result pickle ({type(err).__name__}: {err}); re-run the job that wrote it") from err

@@ -11,8 +11,15 @@ A checkpoint written by this project is a dict::
 It holds only tensors and plain Python values, so ``torch.load(path, weights_only=True)`` reads it.
 A bare state_dict (as the reference repository published) loads too, when the model name and
 dataset are given, because nothing in such a file says what it is.
+
+Before loading, a zip checkpoint (what ``torch.save`` writes) is checked against the CRC-32 that
+the archive stores for every record, so a damaged file is refused rather than loaded as weights
+with random bytes in them; the reference's older non-zip files carry no checksum and load as they
+are. :func:`checkpoint_digest` is the SHA-256 that stitching results record of each checkpoint.
 """
+import hashlib
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -41,16 +48,103 @@ def read_checkpoint(path) -> Tuple[Dict[str, torch.Tensor], Optional[Dict[str, A
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist; check the path (train_model.py writes snapshots/<Model>/<Dataset>/in<i>-gn<g>/<iteration>.pt)")
+    if _file_kind(path) == "zip":
+        verify_archive(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{path} is not a readable PyTorch checkpoint ({first_line})") from err
+    except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError, KeyError,
+            IndexError, TypeError, AttributeError) as err:  # what torch raises on a file that is no checkpoint
+        raise UserError(_load_error(path, err)) from err
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         return obj["state_dict"], obj["meta"]
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return obj, None
     raise UserError(f"{path} holds neither a checkpoint of this project nor a state_dict")
+
+
+ZIP_MAGIC = b"PK\x03\x04"
+PICKLE_PROTO = b"\x80"  # the first byte of the reference's older (non-zip) torch.save files
+
+
+def _file_kind(path: Path) -> str:
+    """``zip`` or ``legacy`` (pickle); a file that is neither (a CSV renamed .pt) is refused in one line."""
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    if head.startswith(ZIP_MAGIC):
+        return "zip"
+    if head.startswith(PICKLE_PROTO):
+        return "legacy"
+    if not head:
+        raise UserError(f"{path} is not a readable PyTorch checkpoint (the file is empty)")
+    what = "text" if all(32 <= b < 127 or b in b"\t\r\n" for b in head) else "data"
+    preview = head[:24].decode("ascii", "replace")
+    raise UserError(f"{path} is not a readable PyTorch checkpoint: it is {what} beginning {preview!r}, neither the zip "
+                    f"archive nor the pickle that torch.save writes; check the path")
+
+
+def verify_archive(path) -> None:
+    """Refuse a zip checkpoint whose records do not match their stored CRC-32s (damaged after it was written).
+
+    Records written without a CRC (``torch.serialization.set_crc32_options(False)``) store 0 and are skipped.
+    """
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, OSError) as err:
+        raise UserError(f"{path} is not a readable PyTorch checkpoint ({_first_line(err)})") from err
+    try:
+        with archive:
+            for info in archive.infolist():
+                if info.CRC == 0:
+                    continue
+                with archive.open(info) as record:  # reading to the end checks the CRC-32
+                    while record.read(1 << 20):
+                        pass
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as err:
+        raise UserError(f"{path} is damaged ({_first_line(err)}): it changed after it was written; "
+                        f"restore it from a copy or retrain the model") from err
+
+
+def _first_line(err: Exception) -> str:
+    message = str(err).strip()
+    return message.splitlines()[0] if message else type(err).__name__
+
+
+def _load_error(path: Path, err: Exception) -> str:
+    """The one line for a file torch.load refused, never repeating torch's advice to drop ``weights_only``."""
+    message = str(err).strip()
+    if isinstance(err, pickle.UnpicklingError) and "weights only" in message.lower():
+        name = re.search(r"GLOBAL ([\w.]+)", message)
+        what = f"it references {name.group(1)}" if name else "it holds objects other than tensors and plain values"
+        return (f"refusing to load {path}: {what}, which no checkpoint of this project or state_dict contains; "
+                f"only open checkpoints from trusted sources")
+    first_line = _first_line(err)
+    if "weights_only" in first_line:
+        first_line = type(err).__name__
+    return f"{path} is not a readable PyTorch checkpoint ({first_line})"
+
+
+def checkpoint_digest(path) -> str:
+    """The SHA-256 of a checkpoint file, as hex (recorded in stitching results to detect a changed file)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_unchanged(path, recorded: Optional[str], role: str, allow_changed: bool = False) -> None:
+    """Refuse the ``role`` checkpoint at ``path`` when its SHA-256 is not the ``recorded`` one (a result's).
+
+    Nothing is checked when no digest was recorded (older results) or ``allow_changed`` is set
+    (``--allow-changed-models``).
+    """
+    if not recorded or allow_changed:
+        return
+    actual = checkpoint_digest(path)
+    if actual != recorded:
+        raise UserError(f"the {role} checkpoint {path} is not the file the stitch was trained with (SHA-256 "
+                        f"{actual[:12]}..., the result recorded {recorded[:12]}...); give the original with "
+                        f"--{role}-model PATH, or pass --allow-changed-models to use this one anyway")
 
 
 def _meta_for_plain(model_name: Optional[str], dataset: Optional[str], path: Path) -> Dict[str, Any]:
