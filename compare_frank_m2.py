@@ -11,6 +11,7 @@ import sys
 
 from src.cli import run_main
 from src.stitching.rebuild import MODES
+from src.validation import int_option
 
 
 def parse_args(argv=None):
@@ -19,10 +20,12 @@ def parse_args(argv=None):
     p.add_argument("mode", choices=MODES, help="which stitch to use")
     p.add_argument("measures", nargs="+", help="similarity measures (names of src.similarity.MEASURES, or all)")
     p.add_argument("--split", choices=["test", "val", "train"], default="test", help="default test")
-    p.add_argument("-b", "--batch-size", type=int, default=500)
-    p.add_argument("--max-samples", type=int, default=2000, help="samples to compare on; default 2000")
+    p.add_argument("-b", "--batch-size", type=int_option("-b/--batch-size"), default=500)
+    p.add_argument("--max-samples", type=int_option("--max-samples"), default=2000, help="samples to compare on; default 2000")
     p.add_argument("--front-model", default=None, help="front checkpoint, if it moved since the run")
     p.add_argument("--end-model", default=None, help="end checkpoint, if it moved since the run")
+    p.add_argument("--allow-changed-models", action="store_true",
+                   help="use the checkpoints even if they are not the files the stitch was trained with (SHA-256)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N; default DEVICE of the config")
     p.add_argument("--json", action="store_true", help="print the result as JSON (arrays as lists)")
     return p.parse_args(argv)
@@ -34,7 +37,7 @@ def main(argv=None):
 
     args = parse_args(argv)
     r = compare_stitch_to_end(args.pickle, args.mode, args.measures, args.split, args.batch_size, args.max_samples,
-                              args.device, args.front_model, args.end_model)
+                              args.device, args.front_model, args.end_model, args.allow_changed_models)
     if args.json:
         print(json.dumps(jsonable(r), indent=2))
         return

@@ -10,6 +10,7 @@ import sys
 
 from src.cli import run_main
 from src.stitching.rebuild import MODES
+from src.validation import int_option
 
 
 def parse_args(argv=None):
@@ -17,10 +18,12 @@ def parse_args(argv=None):
     p.add_argument("pickle", help="result pickle written by stitch_nets.py")
     p.add_argument("mode", choices=MODES, help="which stitch to use")
     p.add_argument("--split", choices=["test", "val"], default="test", help="default test")
-    p.add_argument("-b", "--batch-size", type=int, default=1000)
-    p.add_argument("--max-samples", type=int, default=None, help="evaluate on the first N samples only")
+    p.add_argument("-b", "--batch-size", type=int_option("-b/--batch-size"), default=1000)
+    p.add_argument("--max-samples", type=int_option("--max-samples"), default=None, help="evaluate on the first N samples only")
     p.add_argument("--front-model", default=None, help="front checkpoint, if it moved since the run")
     p.add_argument("--end-model", default=None, help="end checkpoint, if it moved since the run")
+    p.add_argument("--allow-changed-models", action="store_true",
+                   help="use the checkpoints even if they are not the files the stitch was trained with (SHA-256)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N; default DEVICE of the config")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     return p.parse_args(argv)
@@ -31,7 +34,7 @@ def main(argv=None):
 
     args = parse_args(argv)
     r = evaluate_stitch(args.pickle, args.mode, args.split, args.batch_size, args.max_samples, args.device,
-                        args.front_model, args.end_model)
+                        args.front_model, args.end_model, args.allow_changed_models)
     if args.json:
         print(json.dumps(r, indent=2))
     else:

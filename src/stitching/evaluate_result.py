@@ -13,12 +13,13 @@ from src.stitching.results import load_result
 from src.training.evaluate import predict, result_from_logits
 
 
-def _stitch_and_data(path, mode, split, batch_size, max_samples, device, front_model, end_model):
+def _stitch_and_data(path, mode, split, batch_size, max_samples, device, front_model, end_model,
+                     allow_changed_models=False):
     """The rebuilt stitched network of a result and a loader of the split it is to be measured on."""
     result = load_result(path)
     config = get_config()
     device = resolve_device(device or config.device)
-    frank, dataset = frank_from_result(result, mode, device, front_model, end_model)
+    frank, dataset = frank_from_result(result, mode, device, front_model, end_model, allow_changed_models)
     loader = get_loader(dataset, split, batch_size, max_samples=max_samples, config=config, device=device,
                         val_size=result["params"].get("val_size", 5000))
     return frank, dataset, loader, device
@@ -26,10 +27,10 @@ def _stitch_and_data(path, mode, split, batch_size, max_samples, device, front_m
 
 def evaluate_stitch(path, mode: str, split: str = "test", batch_size: int = 1000, max_samples: Optional[int] = None,
                     device: Optional[str] = None, front_model: Optional[str] = None,
-                    end_model: Optional[str] = None) -> Dict[str, Any]:
+                    end_model: Optional[str] = None, allow_changed_models: bool = False) -> Dict[str, Any]:
     """Loss, accuracy, relative accuracy and agreement with the end network of one stitch of a result."""
     frank, dataset, loader, device = _stitch_and_data(path, mode, split, batch_size, max_samples, device,
-                                                      front_model, end_model)
+                                                      front_model, end_model, allow_changed_models)
     multilabel = dataset_info(dataset).multilabel
     logits, targets = predict(frank, loader, device)
     end_logits, _ = predict(frank.end_model, loader, device)
@@ -42,11 +43,12 @@ def evaluate_stitch(path, mode: str, split: str = "test", batch_size: int = 1000
 
 def compare_stitch_to_end(path, mode: str, measures: Sequence[str], split: str = "test", batch_size: int = 500,
                           max_samples: Optional[int] = 2000, device: Optional[str] = None,
-                          front_model: Optional[str] = None, end_model: Optional[str] = None) -> Dict[str, Any]:
+                          front_model: Optional[str] = None, end_model: Optional[str] = None,
+                          allow_changed_models: bool = False) -> Dict[str, Any]:
     """Similarity measures between the stitch output and the end network's own activation at the end layer."""
     measures = measure_names(measures)
     frank, dataset, loader, _ = _stitch_and_data(path, mode, split, batch_size, max_samples, device,
-                                                 front_model, end_model)
+                                                 front_model, end_model, allow_changed_models)
     keep_inputs = any(name in NEEDS_INPUTS for name in measures)
     stitched, target, inputs = [], [], []
     with torch.no_grad():
