@@ -20,6 +20,7 @@ def parse_args(argv=None):
                         help="input size and channels of this dataset; default the checkpoint's, or cifar10 for a name")
     parser.add_argument("-m", "--model-name", default=None, help="model name of a bare state_dict checkpoint")
     parser.add_argument("--csv", default=None, help="also write the table to this CSV file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --csv file")
     parser.add_argument("--list", action="store_true", help="list the zoo's model names and exit")
     args = parser.parse_args(argv)
     if not args.list and not args.model:
@@ -30,9 +31,11 @@ def parse_args(argv=None):
 def main(argv=None):
     from src.models import list_models
     from src.models.describe import describe_layers
-    from src.results_io import write_csv
+    from src.results_io import refuse_overwrite, write_csv
 
     args = parse_args(argv)
+    if args.csv:
+        refuse_overwrite(args.csv, args.overwrite, instead="choose another file name")
     if args.list:
         print("\n".join(list_models()))
         return

@@ -8,6 +8,7 @@ from src.errors import UserError
 
 def run_main(main: Callable[[Optional[Sequence[str]]], object], argv: Optional[Sequence[str]] = None) -> int:
     """Run a script's ``main``; a :class:`UserError` becomes ``error: ...`` on stderr and exit code 2."""
+    line_buffered_stdout()
     try:
         main(argv)
     except UserError as err:
@@ -20,6 +21,15 @@ def run_main(main: Callable[[Optional[Sequence[str]]], object], argv: Optional[S
         sys.stderr.close()
         return 0
     return 0
+
+
+def line_buffered_stdout() -> None:
+    """Flush stdout at every newline even when it is a file or a pipe (Python buffers those in blocks),
+    so that the log of a run killed midway holds every progress line printed before."""
+    try:
+        sys.stdout.reconfigure(line_buffering=True)
+    except (AttributeError, ValueError, OSError):  # replaced by something that is not a text stream, or closed
+        pass
 
 
 def script_argv(script_file: str, argv: Optional[Sequence[str]]) -> List[str]:
