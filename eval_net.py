@@ -9,6 +9,7 @@ import sys
 
 from src.cli import run_main
 from src.data import DATASET_NAMES
+from src.validation import int_option
 
 
 def parse_args(argv=None):
@@ -18,8 +19,11 @@ def parse_args(argv=None):
                         help="dataset to evaluate on; default the one in the checkpoint")
     parser.add_argument("--split", choices=["test", "val"], default="test", help="default test")
     parser.add_argument("-m", "--model", default=None, help="model name, needed only for a bare state_dict")
-    parser.add_argument("-b", "--batch-size", type=int, default=1000)
-    parser.add_argument("--max-samples", type=int, default=None, help="evaluate on the first N samples only")
+    parser.add_argument("-b", "--batch-size", type=int_option("-b/--batch-size"), default=1000)
+    parser.add_argument("--max-samples", type=int_option("--max-samples"), default=None,
+                        help="evaluate on the first N samples only")
+    parser.add_argument("--val-size", type=int_option("--val-size", 0), default=None,
+                        help="size of the 'val' split; default the one the checkpoint was trained with (else 5000)")
     parser.add_argument("--download", action="store_true", help="download the dataset with torchvision if it is missing")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N; default DEVICE of the config")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -31,11 +35,12 @@ def main(argv=None):
 
     args = parse_args(argv)
     result = evaluate_checkpoint(args.checkpoint, args.dataset, args.split, args.batch_size, args.model,
-                                 args.device, args.max_samples, download=args.download)
+                                 args.device, args.max_samples, val_size=args.val_size, download=args.download)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{result['model']} on {result['dataset']} ({result['split']} split, {result['n']} samples): "
+        split = f"val split of {result['val_size']}" if result["split"] == "val" else f"{result['split']} split"
+        print(f"{result['model']} on {result['dataset']} ({split}, {result['n']} samples): "
               f"loss {result['loss']:.4f}, accuracy {result['acc']:.4f}")
 
 

@@ -2,6 +2,8 @@
 """Train a zoo model on a dataset; writes <out>/<Model>/<Dataset>/in<i>-gn<g>/<iteration>.pt and training_log.csv.
 
 Example:  python train_model.py -m tiny10 -d fashion -e 15 -i 0 -g 0
+An existing run folder is refused: --resume continues a killed run from its last checkpoint (same
+options, same final weights), --overwrite deletes its checkpoints and trains again.
 """
 import argparse
 import sys
@@ -28,6 +30,10 @@ def parse_args(argv=None):
                         help="sgd (Nesterov momentum 0.9) or adam; default sgd")
     parser.add_argument("-s", "--save-frequency", type=int, default=D.save_frequency,
                         help="save a checkpoint every this many iterations (iteration 0 and the last are always saved); default 10000")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete the checkpoints, log and resume state of an existing run folder and train again")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in the folder from its last checkpoint (give the same options)")
     parser.add_argument("--val-size", type=int, default=D.val_size, help="training samples held out for validation; default 5000")
     parser.add_argument("--max-samples", type=int, default=None, help="use only this many training samples (quick runs)")
     parser.add_argument("--no-augment", action="store_true", help="train without data augmentation")

@@ -42,8 +42,9 @@ def get_checkpoints(model: str, train: bool, train_epochs: int) -> List[Path]:
     for i, seed in enumerate(SEEDS):
         if paths[i] is None:
             print(f"training {model_display_name(model)} seed {seed} for {train_epochs} epochs ...")
+            # The demo's own folder, emptied first: its final checkpoint is always the run just trained.
             job = TrainJob(model=model, dataset="fashion", init_noise=seed, gradient_noise=seed, epochs=train_epochs,
-                           save_frequency=0, out_dir=str(get_config().snapshots_dir / "demo"))
+                           save_frequency=None, out_dir=str(get_config().snapshots_dir / "demo"), overwrite=True)
             paths[i] = final_checkpoint(train_from_args(job, ["demo.py"]))
     return paths
 

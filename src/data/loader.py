@@ -14,12 +14,14 @@ a ``torch.utils.data.DataLoader``.
 All randomness (shuffling and augmentation) comes from a private ``torch.Generator`` seeded with
 ``seed`` when the loader is built: the same seed gives the same batches and augmentations, and
 every new pass over the loader continues the generator, so each epoch has a new order and new
-augmentations, deterministically. The global RNG is never used.
+augmentations, deterministically. The global RNG is never used. ``state_dict()`` /
+``load_state_dict()`` capture the generator and the position within the current pass, so a
+resumed training run continues with exactly the batches the interrupted one would have seen.
 """
 import math
 from functools import partial
 from numbers import Integral
-from typing import Callable, Dict, Iterator, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
 
 import torch
 from torch.utils.data import DataLoader
@@ -111,6 +113,32 @@ class BatchLoader:
         self.drop_last = drop_last
         self.device = device
         self._generator = make_generator(seed)
+        self._pass_start: Optional[torch.Tensor] = None  # generator state when the current pass began
+        self._position = 0  # batches of the current pass already yielded
+        self._resume: Optional[Dict[str, Any]] = None
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Where the batches stand: the generator now, at the start of the current pass, and the position in it."""
+        return {"generator": self._generator.get_state(), "pass_start": self._pass_start, "position": self._position}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`: the next pass yields the rest of the interrupted pass."""
+        self._generator.set_state(state["generator"])
+        self._resume = dict(state) if state["pass_start"] is not None else None
+
+    def _begin_pass(self) -> Tuple[Optional[torch.Tensor], int, Optional[Dict[str, Any]]]:
+        """The sample order of this pass, the first batch to yield and the resumed state (None for a new pass).
+
+        A resumed pass redraws its order from the generator state at the start of the interrupted
+        pass; the caller then restores (or replays) the draws that followed.
+        """
+        resume, self._resume = self._resume, None
+        if resume is not None:
+            self._generator.set_state(resume["pass_start"])
+        self._pass_start = self._generator.get_state()
+        order = self._permutation()
+        self._position = resume["position"] if resume is not None else 0
+        return order, self._position, resume
 
     def __len__(self) -> int:
         if self.drop_last:
@@ -137,9 +165,11 @@ class TensorBatchLoader(BatchLoader):
         self._augmentation = _AUGMENTATIONS[split.info.name]
 
     def __iter__(self) -> Iterator[Batch]:
-        order = self._permutation()
+        order, first, resume = self._begin_pass()
+        if resume is not None:  # the augmentations of the batches already used were drawn after the order
+            self._generator.set_state(resume["generator"])
         order = None if order is None else order.to(self.device)
-        for b in range(len(self)):
+        for b in range(first, len(self)):
             start, stop = b * self.batch_size, min((b + 1) * self.batch_size, self.num_samples)
             if order is None:
                 x, y = self._images[start:stop], self._targets[start:stop]
@@ -149,6 +179,7 @@ class TensorBatchLoader(BatchLoader):
             x = x.float()
             if self.augment:
                 x = self._augmentation(x, self._generator)
+            self._position = b + 1
             yield normalize(x, self._mean, self._std), y
 
 
@@ -162,17 +193,19 @@ class CelebABatchLoader(BatchLoader):
         self.num_workers = num_workers
 
     def __iter__(self) -> Iterator[Batch]:
-        permutation = self._permutation()
+        permutation, first, _ = self._begin_pass()  # every draw of a pass happens here: a resume replays them
         order = range(self.num_samples) if permutation is None else permutation.tolist()
         if self.augment:
             seeds = torch.randint(0, 2**62, (self.num_samples,), generator=self._generator).tolist()
         else:
             seeds = [None] * self.num_samples
         # generator=: the DataLoader draws its workers' base seed from it instead of the global RNG.
-        loader = DataLoader(self._dataset, batch_size=self.batch_size, sampler=list(zip(order, seeds)),
+        sampler = list(zip(order, seeds))[first * self.batch_size:]
+        loader = DataLoader(self._dataset, batch_size=self.batch_size, sampler=sampler,
                             num_workers=self.num_workers, drop_last=self.drop_last,
                             pin_memory=self.device.type == "cuda", generator=self._generator)
-        for x, y in loader:
+        for b, (x, y) in enumerate(loader, start=first):
+            self._position = b + 1
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
 

@@ -1,4 +1,9 @@
-"""What ``eval_net.py`` does: loss and accuracy of a checkpoint on a split."""
+"""What ``eval_net.py`` does: loss and accuracy of a checkpoint on a split.
+
+The 'val' split is the one the checkpoint was trained with: its recorded ``val_size`` held-out
+samples (a model trained with ``--val-size 1000`` is scored on its own 1000 held-out images, never on
+training images). Checkpoints without a record (bare state_dicts) use the default 5000.
+"""
 from typing import Any, Dict, Optional
 
 from src.config import get_config, resolve_device
@@ -6,6 +11,8 @@ from src.data import dataset_info, get_loader
 from src.errors import UserError
 from src.models.checkpoint import load_checkpoint
 from src.training.evaluate import evaluate
+
+DEFAULT_VAL_SIZE = 5000
 
 
 def check_compatible(meta: Dict[str, Any], dataset: str) -> None:
@@ -16,17 +23,31 @@ def check_compatible(meta: Dict[str, Any], dataset: str) -> None:
                         f"({meta['dataset']}); {info.name} has {info.n_channels} and {info.n_classes}")
 
 
+def held_out_size(meta: Dict[str, Any], dataset: str, split: str, val_size: Optional[int]) -> int:
+    """The 'val' size to use: the recorded one by default; a larger one would score the model on its training data."""
+    recorded = meta.get("val_size")
+    if val_size is None:
+        return DEFAULT_VAL_SIZE if recorded is None else recorded
+    if split == "val" and recorded is not None and dataset == meta["dataset"] and val_size > recorded:
+        raise UserError(f"the model was trained with --val-size {recorded}: a 'val' split of {val_size} would hold "
+                        f"{val_size - recorded} of its training images; use --val-size {recorded} or less")
+    return val_size
+
+
 def evaluate_checkpoint(path, dataset: Optional[str] = None, split: str = "test", batch_size: int = 1000,
                         model_name: Optional[str] = None, device: Optional[str] = None,
-                        max_samples: Optional[int] = None, val_size: int = 5000, download: bool = False) -> Dict[str, Any]:
+                        max_samples: Optional[int] = None, val_size: Optional[int] = None,
+                        download: bool = False) -> Dict[str, Any]:
+    """Loss and accuracy of the checkpoint at ``path``; ``val_size`` None: the checkpoint's own (see the module)."""
     config = get_config()
     device = resolve_device(device or config.device)
     model, meta = load_checkpoint(path, model_name=model_name, dataset=dataset, device=device)
     dataset = dataset or meta["dataset"]
     check_compatible(meta, dataset)
+    val_size = held_out_size(meta, dataset, split, val_size)
     loader = get_loader(dataset, split, batch_size, val_size=val_size, max_samples=max_samples, config=config,
                         device=device, download=download)
     result = evaluate(model, loader, dataset_info(dataset).multilabel, device)
     return {"checkpoint": str(path), "model": meta["model"], "trained_on": meta["dataset"], "dataset": dataset,
-            "split": split, "n": result.n, "loss": result.loss, "acc": result.acc,
+            "split": split, "val_size": val_size, "n": result.n, "loss": result.loss, "acc": result.acc,
             "iteration": meta.get("iteration"), "val_acc_at_save": meta.get("val_acc")}

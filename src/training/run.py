@@ -1,13 +1,22 @@
-"""What ``train_model.py`` does, callable from Python: build everything from the arguments and train."""
+"""What ``train_model.py`` does, callable from Python: build everything from the arguments and train.
+
+A run folder belongs to one run: an existing one is refused unless ``overwrite`` (its checkpoints,
+log and resume state are deleted first) or ``resume`` (the run continues from its last checkpoint).
+Every option is checked before any data is loaded or any file written.
+"""
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Dict, Optional
 
 from src.config import get_config, resolve_device, resolve_path
 from src.data import dataset_info, get_loader
+from src.errors import UserError
 from src.models import canonical_model_name, create_model, model_display_name
+from src.models.checkpoint import read_checkpoint
 from src.provenance import provenance
+from src.training.resume import check_same_run, clear_run, read_state, run_files
 from src.training.trainer import ClassifierTrainer, TrainSettings
+from src.validation import check_batch_fits, check_train_job, check_writable_dir
 
 
 @dataclass
@@ -24,12 +33,14 @@ class TrainJob:
     lr: float = 0.1
     weight_decay: float = 1e-4
     optimizer: str = "sgd"
-    save_frequency: int = 10000
+    save_frequency: Optional[int] = 10000  # None: only iteration 0 and the last
     val_size: int = 5000
     max_samples: Optional[int] = None
     no_augment: bool = False
     download: bool = False
     device: Optional[str] = None
+    overwrite: bool = False  # delete an existing run's checkpoints, log and resume state first
+    resume: bool = False  # continue the run in the folder from its last checkpoint
 
 
 def run_folder(out_dir, model: str, dataset: str, init_seed: int, gradient_seed: int) -> Path:
@@ -37,27 +48,78 @@ def run_folder(out_dir, model: str, dataset: str, init_seed: int, gradient_seed:
     return Path(out_dir) / model_display_name(model) / dataset_info(dataset).display_name / f"in{init_seed}-gn{gradient_seed}"
 
 
+def run_settings(args: TrainJob, model: str, dataset: str) -> Dict[str, Any]:
+    """What must stay the same for ``--resume`` to continue a run (the data order and schedule depend on it)."""
+    return {"model": model, "dataset": dataset, "init_seed": args.init_noise, "gradient_seed": args.gradient_noise,
+            "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay,
+            "optimizer": args.optimizer, "val_size": args.val_size, "max_samples": args.max_samples,
+            "augment": not args.no_augment}
+
+
+def check_run_folder(run_dir: Path, args: TrainJob, settings: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """Refuse an existing run folder unless overwrite or resume; with resume, its state (checked against ``settings``)."""
+    if args.resume:
+        if not run_dir.is_dir():
+            raise UserError(f"nothing to resume: {run_dir} does not exist; drop --resume to start the run")
+        state = read_state(run_dir)
+        check_same_run(state["run"], settings, run_dir)
+        return state
+    if run_dir.exists() and not args.overwrite:
+        held = run_files(run_dir)
+        what = f"holds {len(held)} files of a training run" if held else "exists"
+        raise UserError(f"{run_dir} {what}; pass --resume to continue that run or --overwrite to delete its "
+                        f"checkpoints and train again (or choose another -o/--out-dir or seeds)")
+    return None
+
+
+def claim_run_folder(run_dir: Path, args: TrainJob) -> None:
+    """Just before training: empty the folder (overwrite) or create it, failing if another run got there first."""
+    if args.resume:
+        return
+    if args.overwrite and run_dir.exists():
+        clear_run(run_dir)
+        return
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir()
+    except FileExistsError:
+        raise UserError(f"{run_dir} was created by another run meanwhile; pass --overwrite or --resume, "
+                        f"or choose other seeds") from None
+
+
 def train_from_args(args: TrainJob, argv=None) -> Path:
     """Train ``args.model`` on ``args.dataset``; returns the run folder with the checkpoints and the log."""
+    check_train_job(args)
     config = get_config()
     info = dataset_info(args.dataset)
-    device = resolve_device(args.device or config.device)
     name = canonical_model_name(args.model)
+    out_dir = resolve_path(args.out_dir) if args.out_dir else config.snapshots_dir
+    run_dir = run_folder(out_dir, name, info.name, args.init_noise, args.gradient_noise)
+    settings_now = run_settings(args, name, info.name)
+    state = check_run_folder(run_dir, args, settings_now)
+    check_writable_dir(run_dir)
+    device = resolve_device(args.device or config.device)
     model = create_model(name, n_classes=info.n_classes, n_channels=info.n_channels, seed=args.init_noise)
     common = dict(val_size=args.val_size, max_samples=args.max_samples, download=args.download, config=config, device=device)
     train = get_loader(info.name, "train", args.batch_size, seed=args.gradient_noise, drop_last=True,
                        augment=not args.no_augment, **common)
+    check_batch_fits(args.batch_size, train.num_samples)
     val = get_loader(info.name, "val", max(args.batch_size, 512), **common)
-    out_dir = resolve_path(args.out_dir) if args.out_dir else config.snapshots_dir
-    run_dir = run_folder(out_dir, name, info.name, args.init_noise, args.gradient_noise)
     meta = {"model": name, "dataset": info.name, "n_channels": info.n_channels, "n_classes": info.n_classes,
             "input_size": list(info.input_size), "init_seed": args.init_noise, "gradient_seed": args.gradient_noise,
             "val_size": args.val_size, "provenance": provenance(args, argv)}
     settings = TrainSettings(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
                              optimizer=args.optimizer, save_frequency=args.save_frequency)
-    print(f"training {model_display_name(name)} on {info.display_name}: {train.num_samples} train / "
+    trainer = ClassifierTrainer(model, train, val, settings, run_dir, meta, multilabel=info.multilabel, device=device,
+                                run_state=settings_now)
+    if state is not None:
+        weights, _ = read_checkpoint(run_dir / state["checkpoint"])
+        trainer.load_state_dict(state, weights)
+    claim_run_folder(run_dir, args)
+    start = f"resuming at iteration {trainer.iteration} (epoch {trainer.epoch})" if state is not None else "training"
+    print(f"{start} {model_display_name(name)} on {info.display_name}: {train.num_samples} train / "
           f"{val.num_samples} val samples, {len(train)} iterations per epoch, device {device} -> {run_dir}")
-    ClassifierTrainer(model, train, val, settings, run_dir, meta, multilabel=info.multilabel, device=device).run()
+    trainer.run()
     return run_dir
 
 

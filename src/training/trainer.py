@@ -2,7 +2,9 @@
 
 Writes ``<run_dir>/<iteration>.pt`` every ``save_frequency`` iterations, at iteration 0 (the random
 initialisation, a ready-made random-network control) and always at the final iteration, plus
-``<run_dir>/training_log.csv`` with one row per epoch.
+``<run_dir>/training_log.csv`` with one row per epoch. Each checkpoint records the validation loss
+and accuracy of its own weights. Beside the latest checkpoint lies the state that lets a killed run
+continue (:mod:`src.training.resume`); a resumed run ends with the same weights, bit for bit.
 """
 import time
 from dataclasses import asdict, dataclass
@@ -18,8 +20,9 @@ from src.models.checkpoint import save_checkpoint
 from src.results_io import write_csv
 from src.training.evaluate import EvalResult, evaluate, predictions_of, task_loss
 from src.training.optim import make_optimizer, step_schedule
+from src.training.resume import LOG_NAME, remove_state, write_state
 
-LOG_NAME = "training_log.csv"
+__all__ = ["LOG_NAME", "TrainSettings", "ClassifierTrainer", "final_checkpoint"]
 
 
 @dataclass
@@ -28,14 +31,22 @@ class TrainSettings:
     lr: float = 0.1
     weight_decay: float = 1e-4
     optimizer: str = "sgd"
-    save_frequency: Optional[int] = 10000  # iterations between checkpoints; None or 0: only first and last
+    save_frequency: Optional[int] = 10000  # iterations between checkpoints; None: only first and last
+
+
+def _zero_totals() -> Dict[str, float]:
+    return {"loss": 0.0, "hits": 0.0, "seen": 0}
 
 
 class ClassifierTrainer:
-    """One training run: model, loaders, optimiser, schedule, checkpoints and the epoch log."""
+    """One training run: model, loaders, optimiser, schedule, checkpoints and the epoch log.
+
+    ``run_state`` (plain values) is stored in every resume state and compared on resume.
+    """
 
     def __init__(self, model: nn.Module, train_loader, val_loader, settings: TrainSettings, run_dir,
-                 meta: Dict[str, Any], multilabel: bool = False, device="cpu", progress: Optional[bool] = None):
+                 meta: Dict[str, Any], multilabel: bool = False, device="cpu", progress: Optional[bool] = None,
+                 run_state: Optional[Dict[str, Any]] = None):
         self.model = model.to(device)
         self.train_loader = train_loader
         self.val_loader = val_loader
@@ -45,23 +56,57 @@ class ClassifierTrainer:
         self.multilabel = multilabel
         self.device = torch.device(device)
         self.progress = progress
+        self.run_state = dict(run_state or {})
         self.optimizer = make_optimizer(model.parameters(), settings.optimizer, settings.lr, settings.weight_decay)
         self.scheduler = step_schedule(self.optimizer, settings.epochs)
         self.iteration = 0
         self.epoch = 0
         self.last_val: Optional[EvalResult] = None
+        self.val_iteration: Optional[int] = None  # the iteration whose weights last_val measured
+        self.totals = _zero_totals()  # running sums of the current epoch
         self.log_rows = []
+        self.resumed = False
 
-    # -- checkpoints -------------------------------------------------------------------------
+    # -- checkpoints and resume state ---------------------------------------------------------
     def checkpoint_path(self, iteration: int) -> Path:
         return self.run_dir / f"{iteration}.pt"
 
-    def save(self) -> Path:
-        meta = dict(self.meta, epoch=self.epoch, iteration=self.iteration,
-                    val_acc=self.last_val.acc if self.last_val else None,
-                    val_loss=self.last_val.loss if self.last_val else None,
-                    settings=asdict(self.settings))
-        return save_checkpoint(self.checkpoint_path(self.iteration), self.model, meta)
+    def save(self, final: bool = False) -> Path:
+        """Checkpoint of the current weights with their validation numbers, then the resume state (or, at the end, none)."""
+        if self.val_iteration != self.iteration:
+            self.validate()
+        meta = dict(self.meta, epoch=self.epoch, iteration=self.iteration, val_acc=self.last_val.acc,
+                    val_loss=self.last_val.loss, settings=asdict(self.settings))
+        path = save_checkpoint(self.checkpoint_path(self.iteration), self.model, meta)
+        if final:
+            remove_state(self.run_dir)
+        else:
+            write_state(self.run_dir, self.state_dict())
+        return path
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Everything but the weights (which are in the checkpoint of the same iteration) to continue the run."""
+        cuda = self.device.type == "cuda"
+        return {"run": self.run_state, "iteration": self.iteration, "epoch": self.epoch,
+                "checkpoint": self.checkpoint_path(self.iteration).name,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "train_loader": self.train_loader.state_dict(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if cuda else [],
+                "totals": dict(self.totals), "log_rows": list(self.log_rows)}
+
+    def load_state_dict(self, state: Dict[str, Any], weights: Dict[str, torch.Tensor]) -> None:
+        """Continue from a resume state and the weights of its checkpoint."""
+        self.model.load_state_dict(weights, strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.train_loader.load_state_dict(state["train_loader"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.iteration, self.epoch = int(state["iteration"]), int(state["epoch"])
+        self.totals = dict(state["totals"])
+        self.log_rows = [dict(row) for row in state["log_rows"]]
+        self.resumed = True
 
     def _due(self) -> bool:
         freq = self.settings.save_frequency
@@ -70,11 +115,13 @@ class ClassifierTrainer:
     # -- loop --------------------------------------------------------------------------------
     def validate(self) -> EvalResult:
         self.last_val = evaluate(self.model, self.val_loader, self.multilabel, self.device)
+        self.val_iteration = self.iteration
         return self.last_val
 
     def train_epoch(self) -> Dict[str, float]:
+        """The (rest of the) current epoch; the running totals carry over a resume."""
         self.model.train()
-        total_loss, total_hits, total_seen = 0.0, 0.0, 0
+        totals = self.totals
         bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.settings.epochs}", leave=False,
                    disable=None if self.progress is None else not self.progress)
         for inputs, targets in bar:
@@ -88,23 +135,25 @@ class ClassifierTrainer:
             with torch.no_grad():
                 batch = targets.shape[0]
                 hits = (predictions_of(logits, self.multilabel) == targets.long()).float().mean().item()
-                total_loss += loss.item() * batch
-                total_hits += hits * batch
-                total_seen += batch
-            bar.set_postfix(loss=f"{total_loss / total_seen:.3f}", acc=f"{total_hits / total_seen:.3f}")
+                totals["loss"] += loss.item() * batch
+                totals["hits"] += hits * batch
+                totals["seen"] += batch
+            bar.set_postfix(loss=f"{totals['loss'] / totals['seen']:.3f}", acc=f"{totals['hits'] / totals['seen']:.3f}")
             if self._due():
                 self.save()
-        return {"train_loss": total_loss / max(total_seen, 1), "train_accuracy": total_hits / max(total_seen, 1)}
+        seen = max(totals["seen"], 1)
+        return {"train_loss": totals["loss"] / seen, "train_accuracy": totals["hits"] / seen}
 
     def run(self) -> pd.DataFrame:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.validate()
-        self.save()  # iteration 0: the untrained network
-        for _ in range(self.settings.epochs):
+        if not self.resumed:
+            self.save()  # iteration 0: the untrained network
+        while self.epoch < self.settings.epochs:
             started = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
             stats = self.train_epoch()
             self.epoch += 1
+            self.totals = _zero_totals()
             self.scheduler.step()
             val = self.validate()
             row = {"epoch": self.epoch, "iteration": self.iteration, **stats, "val_loss": val.loss,
@@ -114,7 +163,7 @@ class ClassifierTrainer:
             tqdm.write(f"epoch {self.epoch}/{self.settings.epochs}: train loss {stats['train_loss']:.4f} "
                        f"acc {stats['train_accuracy']:.4f} | val loss {val.loss:.4f} acc {val.acc:.4f} | "
                        f"lr {lr:g} | {row['seconds']:.1f}s")
-        self.save()  # the final iteration, always, with the validation numbers of the last epoch
+        self.save(final=True)  # the final iteration, always, with the validation numbers of the last epoch
         return pd.DataFrame(self.log_rows)
 
 
@@ -124,5 +173,3 @@ def final_checkpoint(run_dir) -> Path:
     if not paths:
         raise FileNotFoundError(run_dir)
     return max(paths, key=lambda p: int(p.stem))
-
-
