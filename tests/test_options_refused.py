@@ -5,6 +5,7 @@ shell run without a fresh interpreter per case) on otherwise valid arguments: re
 fake MNIST, an output folder inside ``tmp_path``. The whole of ``tmp_path`` is listed before and after.
 """
 import math
+import os
 
 import pytest
 import torch
@@ -181,3 +182,14 @@ def test_writable_folder_check_creates_nothing(tmp_path):
     target = tmp_path / "a" / "b" / "c"
     assert check_writable_dir(target) == target
     assert list(tmp_path.iterdir()) == []  # the probe file lived in tmp_path and is gone, no folder made
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into read-only folders")
+def test_writable_folder_check_refuses_a_read_only_folder(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        with pytest.raises(UserError, match="cannot write to"):
+            check_writable_dir(locked / "run")
+    finally:
+        locked.chmod(0o700)

@@ -250,3 +250,31 @@ def test_eval_net_val_split_is_the_checkpoints_own_held_out_part(tmp_path, fake_
     assert run_main(eval_net.main, [str(path), "--split", "val", "--val-size", "200"]) == 2
     err = capsys.readouterr().err
     assert "trained with --val-size 100" in err and "100 of its training images" in err and err.count("\n") == 1
+
+
+def test_committed_model_weights_are_never_replaced_without_overwrite(capsys):
+    run_dir = REPO / "model_weights" / "LeNet" / "FashionMNIST" / "in0-gn0"
+    if not run_dir.is_dir():
+        pytest.skip(f"{run_dir} is absent")
+    before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
+    argv = ["-m", "lenet", "-d", "fashion", "-e", "1", "-i", "0", "-g", "0", "-o", "model_weights"]
+    assert run_main(train_model.main, argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "files of a training run; pass --resume" in err and err.count("\n") == 1
+    assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
+
+
+def test_run_folder_created_by_another_run_meanwhile_is_not_shared(tmp_path, fake_mnist, monkeypatch):
+    import src.training.run as run_module
+
+    run_dir = tmp_path / RUN[0] / RUN[1] / RUN[2]
+    real_get_loader = run_module.get_loader
+
+    def loader_while_another_run_starts(*args, **kwargs):
+        run_dir.mkdir(parents=True, exist_ok=True)  # the other run claims the folder while we load data
+        return real_get_loader(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "get_loader", loader_while_another_run_starts)
+    with pytest.raises(UserError, match="created by another run meanwhile"):
+        _train(tmp_path, "-e", "1")
+    assert list(run_dir.iterdir()) == []  # nothing of ours was written into the other run's folder
