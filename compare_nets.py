@@ -31,6 +31,7 @@ def parse_args(argv=None):
     parser.add_argument("-m2", "--arch2", default=None, help="model name of model2, needed only for a bare state_dict")
     parser.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
                         help="also write the results as JSON to PATH (or to stdout with no PATH, instead of the table)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     parser.add_argument("--download", action="store_true", help="download the dataset with torchvision if it is missing")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N; default DEVICE of the config")
     return parser.parse_args(argv)
@@ -40,9 +41,11 @@ def main(argv=None):
     from src.cli import script_argv
     from src.compare.nets import compare_nets, jsonable, table
     from src.provenance import provenance
-    from src.results_io import write_json
+    from src.results_io import refuse_overwrite, write_json
 
     args = parse_args(argv)
+    if args.json and args.json != "-":
+        refuse_overwrite(args.json, args.overwrite, instead="choose another file name")
     result = compare_nets(args.model1, args.model2, args.layer1, args.layer2, args.dataset, args.measures,
                           split=args.split, batch_size=args.batch_size, max_samples=args.max_samples,
                           arch1=args.arch1, arch2=args.arch2, device=args.device, download=args.download,

@@ -9,12 +9,12 @@ import torch
 import stitch_nets
 from src.cli import run_main
 from src.errors import UserError
-from src.models import create_model
-from src.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from src.models.checkpoint import load_checkpoint, read_checkpoint
 from src.stitching.evaluate_result import compare_stitch_to_end, evaluate_stitch
 from src.stitching.results import load_result
 from src.stitching.run import stitch_from_args
 from tests.conftest import REPO
+from tests.script_helpers import random_checkpoint
 
 COMMITTED = REPO / "model_weights" / "Tiny10" / "FashionMNIST" / "in0-gn0" / "8580.pt"
 
@@ -95,17 +95,9 @@ def test_checkpoint_with_code_is_refused_without_torchs_weights_only_advice(tmp_
 
 # --- a result checks the checkpoints it was trained with ----------------------------------------------
 
-def _checkpoint(path, seed):
-    model = create_model("tiny10", n_classes=10, n_channels=1, seed=seed)
-    with torch.no_grad():
-        model.train()(torch.randn(64, 1, 32, 32))
-    meta = {"model": "tiny10", "dataset": "mnist", "n_channels": 1, "n_classes": 10, "input_size": [32, 32]}
-    return save_checkpoint(path, model.eval(), meta)
-
-
 @pytest.fixture
 def stitched(tmp_path, fake_mnist):
-    front, end = _checkpoint(tmp_path / "front.pt", 0), _checkpoint(tmp_path / "end.pt", 1)
+    front, end = random_checkpoint(tmp_path / "front.pt", seed=0), random_checkpoint(tmp_path / "end.pt", seed=1)
     argv = [str(front), str(end), "bn3", "bn3", "-e", "1", "-b", "32", "--val-size", "40", "--measure-samples", "50",
             "-o", str(tmp_path / "res"), "--run-name", "r"]
     return stitch_from_args(stitch_nets.parse_args(argv), ["stitch_nets.py", *argv]), front, end
@@ -118,7 +110,7 @@ def test_result_against_swapped_checkpoint_is_refused_unless_allowed(stitched, t
     assert params["end_model_sha256"] == hashlib.sha256(end.read_bytes()).hexdigest()
     original = tmp_path / "end-original.pt"
     shutil.copy(end, original)
-    _checkpoint(end, 2)  # another network now sits at the recorded path
+    random_checkpoint(end, seed=2)  # another network now sits at the recorded path
     with pytest.raises(UserError, match=r"the end checkpoint .*end\.pt is not the file the stitch was trained with"):
         evaluate_stitch(path, "after")
     import eval_stitch

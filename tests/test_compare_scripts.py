@@ -18,6 +18,7 @@ from src.cli import run_main
 from src.models import create_model
 from src.models.checkpoint import save_checkpoint
 from tests.conftest import REPO
+from tests.script_helpers import assert_one_line_error
 
 RELU_FC = "re:relu\\d|fc"
 LAYERS = [f"relu{i}" for i in range(1, 9)] + ["fc"]
@@ -53,11 +54,6 @@ def in_process(script, *args):
     return run_main(module.main, [str(a) for a in args])
 
 
-def assert_one_line_error(stderr: str, message: str):
-    assert stderr.startswith("error: ") and message in stderr, stderr
-    assert stderr.count("\n") == 1 and "Traceback" not in stderr
-
-
 # --- compare_layers.py ----------------------------------------------------------------------------
 
 def test_compare_layers_writes_matrix_files(tmp_path, env, checkpoints, capsys):
@@ -82,7 +78,8 @@ def test_compare_layers_writes_matrix_files(tmp_path, env, checkpoints, capsys):
 def test_compare_layers_model_against_itself_and_defaults(tmp_path, checkpoints, capsys):
     assert in_process("compare_layers", checkpoints[0], "--layers1", "conv*", "--measure", "cka",
                       "--samples", "40") == 0
-    out = tmp_path / "results" / "compare" / "in0-gn0-0_vs_in0-gn0-0_cka_mnist"  # default folder, same model
+    # default folder: family and checkpoint of each model, measure, data, layers ('conv*' plus a hash of it)
+    (out,) = (tmp_path / "results" / "compare").glob("Tiny10-in0-gn0-0_vs_Tiny10-in0-gn0-0_cka_mnist_layers-conv-*_vs_all")
     frame = pd.read_csv(out / "matrix.csv", index_col=0)
     assert list(frame.index) == [f"conv{i}" for i in range(1, 9)] and len(frame.columns) == 26  # every leaf
     shared = frame.loc[:, [f"conv{i}" for i in range(1, 9)]].values

@@ -6,35 +6,26 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 import stitch_nets
 from src.errors import UserError
-from src.models import create_model
-from src.models.checkpoint import save_checkpoint
+from src.results_io import write_pickle
 from src.stitching.evaluate_result import compare_stitch_to_end, evaluate_stitch
 from src.stitching.results import load_result, load_summaries
 from src.stitching.run import stitch_from_args
 from tests.conftest import REPO
+from tests.script_helpers import random_checkpoint
 
 REFERENCE_KEYS = {"params", "model_results", "trans_m", "trans_history", "trans_fit", "cka", "cka_frank",
                   "cka_ps_inv", "l2", "l2_frank", "l2_ps_inv", "hits", "m2_sim", "git", "runner_code"}
 
 
-def _checkpoint(path, name, seed):
-    model = create_model(name, n_classes=10, n_channels=1, seed=seed)
-    with torch.no_grad():
-        model.train()(torch.randn(64, 1, 32, 32))
-    meta = {"model": name, "dataset": "mnist", "n_channels": 1, "n_classes": 10, "input_size": [32, 32]}
-    return save_checkpoint(path, model.eval(), meta)
-
-
 @pytest.fixture
 def nets(tmp_path, fake_mnist):
-    return {f"tiny{s}": str(_checkpoint(tmp_path / f"tiny{s}.pt", "tiny10", s)) for s in (0, 1)} | \
-           {"lenet": str(_checkpoint(tmp_path / "lenet.pt", "lenet", 5)),
-            "wide": str(_checkpoint(tmp_path / "wide.pt", "resnet20_w2", 6)),
-            "narrow": str(_checkpoint(tmp_path / "narrow.pt", "resnet20_w1", 7))}
+    return {f"tiny{s}": str(random_checkpoint(tmp_path / f"tiny{s}.pt", "tiny10", s)) for s in (0, 1)} | \
+           {"lenet": str(random_checkpoint(tmp_path / "lenet.pt", "lenet", 5)),
+            "wide": str(random_checkpoint(tmp_path / "wide.pt", "resnet20_w2", 6)),
+            "narrow": str(random_checkpoint(tmp_path / "narrow.pt", "resnet20_w1", 7))}
 
 
 def stitch(nets, tmp_path, front="tiny0", end="tiny1", layers=("bn3", "bn3"), *extra, run="r"):
@@ -63,9 +54,9 @@ def test_result_pickle_has_the_reference_keys_and_plain_values(nets, tmp_path):
         result["model_results"]["trans"]["acc"] / result["model_results"]["end"]["acc"])
     assert result["runner_code"].startswith("python stitch_nets.py") and "commit" in result["git"]
     assert result["params"]["init"] == "ps_inv" and result["params"]["front_layer"] == "bn3"
-    # Plain objects only: the pickle loads without the project on the path.
-    code = (f"import pickle, sys; sys.path = [p for p in sys.path if p not in ('', {str(REPO)!r})]; "
-            f"pickle.load(open({str(path)!r}, 'rb')); assert not any(m.split('.')[0] == 'src' for m in sys.modules)")
+    # Plain objects only: the pickle loads where this package cannot be imported (it is installed in
+    # editable mode, so leaving the repository off sys.path is not enough; None in sys.modules blocks it).
+    code = f"import pickle, sys; sys.modules['src'] = None; pickle.load(open({str(path)!r}, 'rb'))"
     env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
     done = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
@@ -88,6 +79,36 @@ def test_pickle_round_trips_through_eval_stitch(nets, tmp_path):
     done = subprocess.run([sys.executable, "eval_stitch.py", str(path), "after", "--json"], cwd=REPO,
                           capture_output=True, text=True)
     assert done.returncode == 0 and '"stitch": "after"' in done.stdout
+
+
+@pytest.mark.parametrize("layers,options,kind", [
+    (("bn6", "bn7"), ["-r", "3"], "strided_conv"),  # 64x4x4 -> 64x2x2
+    (("bn7", "bn6"), ["-m", "semi-match"], "upsample_conv1x1"),  # 64x2x2 -> 64x4x4
+    (("bn3", "bn5"), ["--schedule", "cosine", "--warmup-epochs", "0.5"], "resample_conv1x1"),  # 13x13 -> 9x9
+    (("bn5", "pool"), ["--pool"], "pool_linear"),  # 32x9x9 -> 64
+    (("pool", "bn7"), [], "flatten"),  # 64 -> 64x2x2: linear + reshape
+])
+def test_every_stitch_kind_runs_end_to_end_and_rebuilds_from_its_pickle(nets, tmp_path, layers, options, kind):
+    path = stitch(nets, tmp_path, "tiny0", "tiny1", layers, "-i", "ps_inv", *options)
+    result = load_result(path)
+    assert result["stitch"]["mode"] == kind and kind in result["stitch"]["kind"]
+    for mode, key in (("after", "trans"), ("ps_inv", "ps_inv")):
+        again = evaluate_stitch(path, mode)
+        assert again["acc"] == pytest.approx(result["model_results"][key]["acc"])
+        assert again["loss"] == pytest.approx(result["model_results"][key]["loss"], rel=1e-5)
+
+
+def test_results_written_before_the_stitch_kinds_still_rebuild(nets, tmp_path):
+    path = stitch(nets, tmp_path, "tiny0", "tiny1", ("relu4", "relu4"), "-i", "ps_inv")
+    result = load_result(path)
+    new_params = ("pool", "schedule", "warmup_epochs", "preset")
+    for old_stitch in ({"mode": "conv1x1"}, None):  # the first format recorded the mode; older dicts may lack it
+        old = {k: v for k, v in result.items() if k != "stitch"}
+        old["params"] = {k: v for k, v in result["params"].items() if k not in new_params}
+        if old_stitch is not None:
+            old["stitch"] = old_stitch
+        old_path = write_pickle(tmp_path / "old.pkl", old)
+        assert evaluate_stitch(old_path, "after")["acc"] == pytest.approx(result["model_results"]["trans"]["acc"])
 
 
 @pytest.mark.parametrize("options", [

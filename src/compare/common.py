@@ -1,4 +1,5 @@
 """Loading the two checkpoints of a comparison, their data, and the names they are shown under."""
+import re
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -17,13 +18,21 @@ def checkpoint_label(path) -> str:
     return f"{parent}-{path.stem}" if parent not in ("", ".") else path.stem
 
 
+def _family(meta: Dict[str, Any]) -> str:
+    try:
+        return model_display_name(meta["model"])
+    except (UserError, KeyError):
+        return str(meta.get("model", "model"))
+
+
 def display_name(meta: Dict[str, Any], path) -> str:
     """``Tiny10 in0-gn0-4290``: the model's display name and the checkpoint label."""
-    try:
-        model = model_display_name(meta["model"])
-    except (UserError, KeyError):
-        model = str(meta.get("model", "model"))
-    return f"{model} {checkpoint_label(path)}"
+    return f"{_family(meta)} {checkpoint_label(path)}"
+
+
+def model_label(meta: Dict[str, Any], path) -> str:
+    """``Tiny10-in0-gn0-4290``: :func:`display_name` as one part of a file name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{_family(meta)}-{checkpoint_label(path)}")
 
 
 def check_input_fits(meta: Dict[str, Any], dataset: str, which: str) -> None:
