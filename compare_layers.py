@@ -17,6 +17,7 @@ import sys
 
 from src.cli import run_main
 from src.data import DATASET_NAMES
+from src.validation import check_minibatch_size, float_option, int_option
 
 
 def parse_args(argv=None):
@@ -34,25 +35,26 @@ def parse_args(argv=None):
                         help="layers of model 1: names, globs or re:REGEX; default every leaf layer")
     parser.add_argument("--layers2", nargs="+", default=None, metavar="PATTERN", help="layers of model 2 (likewise)")
     parser.add_argument("--measure", choices=FLOAT_MEASURES, default="cka_minibatch", help="default cka_minibatch")
-    parser.add_argument("--samples", type=int, default=None, help="use the first N samples; default the whole split")
-    parser.add_argument("-b", "--batch-size", type=int, default=256,
+    parser.add_argument("--samples", type=int_option("--samples"), default=None, help="use the first N samples; default the whole split")
+    parser.add_argument("-b", "--batch-size", type=int_option("-b/--batch-size"), default=256,
                         help="batch size (= the minibatch of cka_minibatch); default 256")
-    parser.add_argument("--permutations", type=int, default=0, metavar="K",
+    parser.add_argument("--permutations", type=int_option("--permutations", 0), default=0, metavar="K",
                         help="permutation test with K permutations: p-values for every pair (CKA measures)")
-    parser.add_argument("--bootstrap", type=int, default=0, metavar="K",
+    parser.add_argument("--bootstrap", type=int_option("--bootstrap", 0), default=0, metavar="K",
                         help="percentile bootstrap interval from K resamples (cka_minibatch: batches; cka: samples)")
-    parser.add_argument("--ci", type=float, default=0.95, help="level of the bootstrap interval; default 0.95")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the permutations and resamples; default 0")
+    parser.add_argument("--ci", type=float_option("--ci", above=0, below=1), default=0.95, help="level of the bootstrap interval; default 0.95")
+    parser.add_argument("--seed", type=int_option("--seed", 0), default=0, help="seed of the permutations and resamples; default 0")
     parser.add_argument("--precision", choices=["float32", "float64"], default="float32",
                         help="precision of the Gram matrices (sums are always float64); default float32")
     parser.add_argument("-o", "--out-dir", default=None, help="output folder")
     parser.add_argument("--overwrite", action="store_true", help="replace the files of an existing output folder")
     parser.add_argument("-m1", "--arch1", default=None, help="model name of model1, needed only for a bare state_dict")
     parser.add_argument("-m2", "--arch2", default=None, help="model name of model2, needed only for a bare state_dict")
-    parser.add_argument("--val-size", type=int, default=5000, help="size of the 'val' split; default 5000")
+    parser.add_argument("--val-size", type=int_option("--val-size", 0), default=5000, help="size of the 'val' split; default 5000")
     parser.add_argument("--download", action="store_true", help="download the dataset with torchvision if it is missing")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N; default DEVICE of the config")
     args = parser.parse_args(argv)
+    check_minibatch_size(args.measure, args.batch_size)
     args.model2 = args.model2 or args.model1
     args.progress = sys.stderr.isatty()
     return args

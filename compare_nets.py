@@ -10,9 +10,11 @@ return matrices or weights are summarised in the table and stored in full (as li
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from src.cli import run_main
 from src.data import DATASET_NAMES
+from src.validation import check_writable_dir, int_option
 
 
 def parse_args(argv=None):
@@ -24,9 +26,9 @@ def parse_args(argv=None):
     parser.add_argument("dataset", choices=DATASET_NAMES, help="data the activations are taken on")
     parser.add_argument("measures", nargs="+", metavar="MEASURE", help="similarity measure(s), or 'all'")
     parser.add_argument("--split", choices=["test", "val", "train"], default="test", help="default test")
-    parser.add_argument("-b", "--batch-size", type=int, default=500, help="forward-pass batch size; default 500")
-    parser.add_argument("--max-samples", type=int, default=None, help="use the first N samples of the split")
-    parser.add_argument("--val-size", type=int, default=5000, help="size of the 'val' split; default 5000")
+    parser.add_argument("-b", "--batch-size", type=int_option("-b/--batch-size"), default=500, help="forward-pass batch size; default 500")
+    parser.add_argument("--max-samples", type=int_option("--max-samples"), default=None, help="use the first N samples of the split")
+    parser.add_argument("--val-size", type=int_option("--val-size", 0), default=5000, help="size of the 'val' split; default 5000")
     parser.add_argument("-m1", "--arch1", default=None, help="model name of model1, needed only for a bare state_dict")
     parser.add_argument("-m2", "--arch2", default=None, help="model name of model2, needed only for a bare state_dict")
     parser.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
@@ -46,6 +48,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.json and args.json != "-":
         refuse_overwrite(args.json, args.overwrite, instead="choose another file name")
+        check_writable_dir(Path(args.json).parent, "--json file")
     result = compare_nets(args.model1, args.model2, args.layer1, args.layer2, args.dataset, args.measures,
                           split=args.split, batch_size=args.batch_size, max_samples=args.max_samples,
                           arch1=args.arch1, arch2=args.arch2, device=args.device, download=args.download,

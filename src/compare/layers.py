@@ -16,6 +16,7 @@ from src.provenance import provenance
 from src.results_io import claim_output, staged_folder
 from src.similarity import SimilarityMatrix, layer_similarity
 from src.similarity.result import EXTRA_FILES
+from src.validation import check_writable_dir
 
 #: Every file a run writes into its folder (the pickle, written last, marks a complete run).
 OUTPUT_FILES = ("matrix.csv", "matrix.npz", "matrix.pkl", "heatmap.png", *EXTRA_FILES.values())
@@ -65,6 +66,8 @@ def compare_layers(args, argv=None) -> Tuple[SimilarityMatrix, Dict[str, Path]]:
     dataset2 = args.dataset2
     out_dir = resolve_path(args.out_dir) if args.out_dir else default_out_dir(args, config.results_dir, dataset, dataset2,
                                                                                meta1, meta2)
+    for folder in (out_dir.parent, out_dir):  # the run is staged beside out_dir, then moved in
+        check_writable_dir(folder)
     with claim_output(out_dir):
         _refuse_existing(out_dir, args.overwrite)
         sim = _compute(args, model1, model2, meta1, meta2, dataset, dataset2, device, config)
