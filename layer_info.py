@@ -8,9 +8,11 @@ Containers (e.g. a ResNet block 'layer1.0') are valid layer names too; the table
 """
 import argparse
 import sys
+from pathlib import Path
 
 from src.cli import run_main
 from src.data import DATASET_NAMES
+from src.validation import check_writable_dir
 
 
 def parse_args(argv=None):
@@ -36,6 +38,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.csv:
         refuse_overwrite(args.csv, args.overwrite, instead="choose another file name")
+        check_writable_dir(Path(args.csv).parent, "--csv file")
     if args.list:
         print("\n".join(list_models()))
         return

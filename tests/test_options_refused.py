@@ -27,6 +27,7 @@ BASE = {
     "eval_stitch": ["{out}/r/bn3-bn3.pkl", "after"],
     "compare_frank_m2": ["{out}/r/bn3-bn3.pkl", "after", "cka"],
     "demo": [],
+    "layer_info": ["lenet", "-d", "mnist"],
 }
 UNWRITABLE = "{file}/sub"  # a folder below a regular file: nobody, root included, can create it
 
@@ -108,6 +109,7 @@ CASES = [
     ("eval_stitch", ["--max-samples", "0"], "--max-samples must be an integer >= 1, got 0"),
     ("compare_frank_m2", ["-b", "-1"], "-b/--batch-size must be an integer >= 1, got -1"),
     ("compare_frank_m2", ["--max-samples", "0"], "--max-samples must be an integer >= 1, got 0"),
+    ("layer_info", ["--csv", "{file}/layers.csv"], "is a file, not a folder"),
     ("demo", ["--epochs", "0"], "--epochs must be an integer >= 1, got 0"),
     ("demo", ["--train-epochs", "-1"], "--train-epochs must be an integer >= 1, got -1"),
 ]
