@@ -1,8 +1,8 @@
 # Two commands on a fresh machine (Python 3.11+, root or sudo for Debian packages):
 #   make demo   set up, then train two LeNets, stitch them and print the results table
 #   make test   set up, then run the test suite
-# Set-up = a virtualenv in .venv with requirements.txt, plus the Debian packages the
-# demo and tests need (dataset-fashion-mnist, shellcheck) where they are missing.
+# Set-up = a virtualenv in .venv with requirements.txt and this package (pip install -e .),
+# plus the Debian packages the demo and tests need (dataset-fashion-mnist, shellcheck) where missing.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -14,9 +14,12 @@ DEV    := $(VENV)/.installed-dev-requirements
 
 setup: $(STAMP) system-packages
 
-$(STAMP): requirements.txt
+# requirements.txt first, then this package in editable mode (pyproject.toml) so that `import src`
+# works from any folder, notebooks included; --no-deps: it never replaces the torch just installed.
+$(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e .
 	touch $(STAMP)
 
 $(DEV): $(STAMP) requirements-dev.txt
