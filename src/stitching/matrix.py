@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from src.compare.common import display_name
 from src.config import get_config
 from src.errors import UserError
 from src.features import select_layers
@@ -34,10 +35,13 @@ from src.models.checkpoint import save_checkpoint
 from src.provenance import jsonable, provenance
 from src.results_io import claim_output, write_csv, write_pickle
 from src.similarity import layer_similarity
-from src.stitching.cut import FrontPart
+from src.stitching.cut import INPUT_LAYER, FrontPart
+from src.stitching.evess import SimilarityTwins, print_evess
+from src.stitching.images import check_input_stitch, matrix_grids, save_image_grid
 from src.stitching.job import StitchJob
 from src.stitching.matrix_plot import save_matrix_png
 from src.stitching.matrix_stats import proportional_depths, spearman, triangle_statistic
+from src.stitching.objectives import check_objective
 from src.stitching.run import (EVAL_BATCH, Pair, build_cell, front_cache, load_pair, run_dir, run_stitch,
                                write_result)
 from src.validation import check_batch_fits, check_stitch_job, check_writable_dir
@@ -82,6 +86,7 @@ class Plan:
     cells: List[Cell]
     base: StitchJob
     labels: Tuple[List[str], List[str]] = field(default_factory=lambda: ([], []))
+    names: Tuple[str, str] = ("sender", "receiver")  # e.g. 'Tiny10 in0-gn0-8580'
 
 
 def table_name(table: str, variant: str) -> str:
@@ -99,6 +104,9 @@ def select_matrix_layers(model: torch.nn.Module, patterns: Sequence[str], exampl
     patterns = [p for p in patterns]
     if not patterns:
         raise UserError("no layer pattern given; name layers, globs, re:REGEX or 'blocks'")
+    if INPUT_LAYER in patterns:  # the network input (a receiver only): first, at depth 0
+        rest = [p for p in patterns if p != INPUT_LAYER]
+        return [INPUT_LAYER] + (select_matrix_layers(model, rest, example) if rest else [])
     if BLOCKS in patterns:
         if len(patterns) > 1:
             raise UserError(f"'{BLOCKS}' is a preset of its own; do not combine it with other patterns")
@@ -134,12 +142,14 @@ def plan_matrix(mjob: MatrixJob, config=None) -> Tuple[Plan, Pair]:
     """Every cell of the matrix, checked before anything is written or trained: options, layers, shapes."""
     base = mjob.job
     check_stitch_job(base)
+    check_objective(base.objective, matrix=True)
     config = config or get_config()
     run_folder = run_dir(base, config)
     refuse_existing_run(run_folder, base.overwrite)
     check_writable_dir(run_folder)
     pair = load_pair(base, config)
     check_compatible(pair)
+    check_input_stitch(pair.dataset, mjob.sender_layers, mjob.receiver_layers)
     example = torch.zeros(2, *pair.input_shape, device=pair.device)
     senders = select_matrix_layers(pair.front_model, mjob.sender_layers, example)
     receivers = select_matrix_layers(pair.end_model, mjob.receiver_layers, example)
@@ -155,13 +165,15 @@ def plan_matrix(mjob: MatrixJob, config=None) -> Tuple[Plan, Pair]:
         controls["random_receiver"] = random_checkpoint(base.end_model, "receiver", run_folder, mjob.control_seed + 1)
         checkpoints["random_sender"] = (controls["random_sender"]["checkpoint"], base.end_model)
         checkpoints["random_receiver"] = (base.front_model, controls["random_receiver"]["checkpoint"])
+    objective = "task" if base.objective == "both" else base.objective  # both: the mse twins run beside (evess)
     cells = [Cell(variant, replace(base, front_model=checkpoints[variant][0], end_model=checkpoints[variant][1],
-                                   front_layer=s, end_layer=r), cell_path(run_folder, variant, s, r))
+                                   front_layer=s, end_layer=r, objective=objective), cell_path(run_folder, variant, s, r))
              for variant in checkpoints for s in senders for r in receivers]
     # With the blocks preset a layer's label starts with its number: the blocks before it (Hernandez et al.).
     labels = tuple([f"{i} {name}" if BLOCKS in patterns else name for i, name in enumerate(names)]
                    for names, patterns in ((senders, mjob.sender_layers), (receivers, mjob.receiver_layers)))
-    return Plan(run_folder, senders, receivers, checkpoints, controls, cells, base, labels), pair
+    names = (display_name(pair.front_meta, base.front_model), display_name(pair.end_meta, base.end_model))
+    return Plan(run_folder, senders, receivers, checkpoints, controls, cells, base, labels, names), pair
 
 
 def _write_random_networks(plan: Plan, pair: Pair) -> None:
@@ -180,17 +192,21 @@ def _clear_previous(run_folder: Path) -> None:
     (run_folder / "matrix.pkl").unlink(missing_ok=True)
     for sub in ("cells", "controls"):
         shutil.rmtree(run_folder / sub, ignore_errors=True)
-    for path in list(run_folder.glob("*.csv")) + [run_folder / "matrix.png"]:
+    for path in list(run_folder.glob("*.csv")) + [run_folder / "matrix.png", run_folder / "images.png"]:
         path.unlink(missing_ok=True)
 
 
 def cka_matrix_of(pair: Pair, job: StitchJob, senders: List[str], receivers: List[str]) -> Tuple[pd.DataFrame, int]:
     """Linear CKA (biased HSIC, all samples) of every sender layer with every receiver layer on the first
     ``measure_samples`` test images: the ``cka`` value of each cell's pickle, for all pairs in one pass."""
+    layers = [r for r in receivers if r != INPUT_LAYER]  # 'input' is no module: no CKA column (NaN)
+    if not layers:
+        return _frame({}, senders, receivers), 0
     loader = pair.loader(job, "test", 250)
-    sim = layer_similarity(pair.front_model, pair.end_model, loader, layers1=senders, layers2=receivers, measure="cka",
+    sim = layer_similarity(pair.front_model, pair.end_model, loader, layers1=senders, layers2=layers, measure="cka",
                            max_samples=job.measure_samples)
-    return sim.to_frame().loc[senders, receivers].rename_axis("sender layer"), int(sim.n_samples)
+    frame = sim.to_frame().loc[senders, layers].reindex(columns=list(receivers))
+    return frame.rename_axis("sender layer"), int(sim.n_samples)
 
 
 def _frame(values: Dict[Tuple[str, str], float], senders, receivers) -> pd.DataFrame:
@@ -225,6 +241,7 @@ def run_matrix(mjob: MatrixJob, argv=None, progress: Optional[bool] = None) -> T
         results: Dict[str, Dict[str, Dict]] = {v: {} for v in plan.checkpoints}
         seconds: Dict[str, Dict] = {v: {} for v in plan.checkpoints}
         cache_seconds: Dict[str, Dict[str, float]] = {v: {} for v in plan.checkpoints}
+        twins = SimilarityTwins(plan.base.objective == "both", plan.senders, plan.receivers)
         bar = tqdm(total=len(plan.cells), desc="stitch matrix", unit="cell", disable=None if progress is None else not progress)
         for variant in plan.checkpoints:
             pair = pairs[variant]
@@ -235,20 +252,33 @@ def run_matrix(mjob: MatrixJob, argv=None, progress: Optional[bool] = None) -> T
                 for cell in [c for c in plan.cells if c.variant == variant and c.job.front_layer == s]:
                     r = cell.job.end_layer
                     started = time.perf_counter()
-                    result = run_stitch(pair, cell.job, folder, argv, cache=cache,
-                                        timing={"cache_seconds": cache_seconds[variant][s],
-                                                "cache_shared_by_cells": len(plan.receivers)})
+                    timing = {"cache_seconds": cache_seconds[variant][s], "cache_shared_by_cells": len(plan.receivers)}
+                    frank = build_cell(pair, cell.job)
+                    result = run_stitch(pair, cell.job, folder, argv, cache=cache, frank=frank, timing=timing)
                     write_result(cell.path, result)
+                    twin = twins.run(pair, cell, frank, folder, argv, cache, timing)
                     seconds[variant][(s, r)] = time.perf_counter() - started
                     results[variant][(s, r)] = result
                     acc = result["model_results"]
                     bar.update()
+                    mse = f", mse stitch {twin['model_results']['trans']['acc']:.4f}" if twin is not None else ""
                     tqdm.write(f"{variant:15s} {s} -> {r}: stitched acc {acc['trans']['acc']:.4f}, least squares "
-                               f"{acc['ps_inv']['acc']:.4f} ({seconds[variant][(s, r)]:.1f} s)")
+                               f"{acc['ps_inv']['acc']:.4f}{mse} ({seconds[variant][(s, r)]:.1f} s)")
                 del cache
         bar.close()
         summary = _assemble(mjob, plan, results, cka, seconds, cache_seconds, cka_seconds, argv)
+        extra = twins.tables()
+        if "matrix_mse" in extra:
+            summary["tables"]["matrix_mse"] = summary["matrix_mse"] = extra.pop("matrix_mse")
+        summary.update(extra)
+        if INPUT_LAYER in plan.receivers:
+            summary["images"] = {s: {"task" if plan.base.objective == "both" else plan.base.objective:
+                                     results["trained"][(s, INPUT_LAYER)]["images"],
+                                     **({"mse": twins.results[(s, INPUT_LAYER)]["images"]} if twins.enabled else {})}
+                                 for s in plan.senders}
         summary["cka_samples"] = cka_samples
+        summary["train_samples"] = trained_pair.plain_train(plan.base).num_samples
+        summary["test_samples"] = trained_pair.fixed_loader(plan.base, "test", EVAL_BATCH).num_samples
         summary["timing"]["total_seconds"] = time.perf_counter() - started_all
         path = _write_outputs(plan, summary, mjob.depth_axes)
     return path, summary
@@ -277,6 +307,7 @@ def _assemble(mjob, plan: Plan, results, cka, seconds, cache_seconds, cka_second
                        sender_patterns=list(mjob.sender_layers), receiver_patterns=list(mjob.receiver_layers),
                        controls=mjob.controls, depth_axes=mjob.depth_axes, control_seed=mjob.control_seed,
                        run_folder=str(plan.run_folder)),
+        "models": {"sender": plan.names[0], "receiver": plan.names[1]},
         "sender_layers": S, "receiver_layers": R,
         "sender_depth": proportional_depths(len(S)).tolist(), "receiver_depth": proportional_depths(len(R)).tolist(),
         "labels": {"senders": plan.labels[0], "receivers": plan.labels[1]},
@@ -302,11 +333,17 @@ def _write_outputs(plan: Plan, summary: Dict[str, Any], depth_axes: bool) -> Pat
             panels.append((f"control: {variant.replace('_', ' ')}", summary["tables"][table_name("matrix", variant)],
                            "test accuracy"))
     base = plan.base
-    title = (f"{Path(base.front_model).parent.name}/{Path(base.front_model).name} -> "
-             f"{Path(base.end_model).parent.name}/{Path(base.end_model).name}, {base.dataset or ''} "
-             f"(Spearman stitching vs CKA {summary['spearman']['trained']:.2f})")
+    title = (f"{plan.names[0]} -> {plan.names[1]}, {base.dataset}, {base.epochs} epoch(s), "
+             f"{summary['train_samples']} training images (Spearman stitching vs CKA {summary['spearman']['trained']:.2f})")
     save_matrix_png(folder / "matrix.png", panels, depth_axes, labels=plan.labels, suptitle=title,
                     provenance=summary["provenance"])
+    for name in ("evess", "evess_summary"):
+        if name in summary:
+            write_csv(folder / f"{name}.csv", summary[name], index=name == "evess_summary")
+    if "images" in summary:
+        save_image_grid(folder / "images.png", matrix_grids(summary["images"]),
+                        suptitle=f"{plan.names[0]} stitched into the input of {plan.names[1]}, {base.dataset}",
+                        provenance=summary["provenance"])
     return write_pickle(folder / "matrix.pkl", summary)
 
 
@@ -320,6 +357,7 @@ def print_summary(summary: Dict[str, Any]) -> None:
         print(f"{variant}: Spearman(stitching, CKA) = {rho:.4f}; stitched accuracy on/below the proportional diagonal "
               f"{tri['mean_on_or_below']:.4f} ({tri['cells_on_or_below']} cells) vs above {tri['mean_above']:.4f} "
               f"({tri['cells_above']} cells)")
+    print_evess(summary)
     timing = summary["timing"]
     cells = pd.concat([frame.stack() for frame in timing["cell_seconds"].values()])
     print(f"wall time: {len(cells)} cells, {cells.mean():.1f} s per cell (min {cells.min():.1f}, max {cells.max():.1f}), "
