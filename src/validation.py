@@ -114,12 +114,15 @@ def check_batch_fits(batch_size: int, num_samples: int) -> None:
 
 def check_minibatch_size(measure: str, batch_size: int) -> None:
     """A streaming measure (cka_minibatch) estimates one HSIC per batch: ``-b`` must give each batch enough samples."""
-    from src.similarity.matrix import GRAM_MEASURES, MIN_BATCH, STREAMING
+    from src.similarity.registry import RECORDS
 
-    needed = MIN_BATCH[GRAM_MEASURES[STREAMING]]
-    if measure == STREAMING and batch_size < needed:
-        raise UserError(f"{STREAMING} computes one unbiased HSIC per batch of -b/--batch-size samples and needs at "
-                        f"least {needed} per batch, got {batch_size}; use -b {needed} or more (256 is the default)")
+    record = RECORDS.get(measure)
+    if record is None or not record.streams:
+        return
+    needed = record.gram.min_n
+    if batch_size < needed:
+        raise UserError(f"{measure} computes one {record.gram.name} HSIC per batch of -b/--batch-size samples and "
+                        f"needs at least {needed} per batch, got {batch_size}; use -b {needed} or more (256 is the default)")
 
 
 def _check_optimisation(job) -> None:

@@ -31,8 +31,9 @@ from src.errors import UserError
 from src.features import (ActivationStore, capture, evaluating, input_batches, layer_outputs, loader_size,
                           model_device, paired_batches, select_layers, unwrap_model)
 from src.similarity.gram import gram_precision
-from src.similarity.matrix import GRAM_MEASURES, STREAMING, HSICMatrix, check_stats_options, cka_matrix, pairwise_matrix
-from src.similarity.registry import NEEDS_INPUTS, RETURNS, get_measure
+from src.similarity.hsic import HSICMatrix
+from src.similarity.matrix import check_stats_options, cka_matrix, estimate, pairwise_matrix
+from src.similarity.registry import get_record
 from src.similarity.result import SimilarityMatrix
 
 Patterns = Union[None, str, Sequence[str]]
@@ -44,13 +45,14 @@ def _patterns(patterns: Patterns) -> Optional[List[str]]:
     return [patterns] if isinstance(patterns, str) else list(patterns)
 
 
-def _check_measure(measure: str, permutations: int, bootstrap: int, ci: float, precision) -> None:
-    get_measure(measure)  # unknown name -> UserError listing the valid ones
+def _check_measure(measure: str, permutations: int, bootstrap: int, ci: float, precision):
+    record = get_record(measure)  # unknown name -> UserError listing the valid ones
     gram_precision(precision)
-    if RETURNS[measure] != "float":
-        raise UserError(f"{measure} returns {RETURNS[measure].replace('_', ' ')}, not one number per layer pair; "
+    if record.returns != "float":
+        raise UserError(f"{measure} returns {record.returns.replace('_', ' ')}, not one number per layer pair; "
                         f"a layer matrix needs a float measure (compare_nets.py computes {measure} for one pair)")
     check_stats_options(measure, permutations, bootstrap, ci)
+    return record
 
 
 class _Side:
@@ -100,15 +102,15 @@ def layer_similarity(model1: nn.Module, model2: nn.Module, loader1: Iterable, lo
     ``"float32"`` or ``"float64"`` (:mod:`src.similarity.gram`). ``names``: the two models' names
     for titles. ``measure_options``: keyword arguments of a pairwise measure (e.g. ``keep`` of svcca).
     """
-    _check_measure(measure, permutations, bootstrap, ci, precision)
+    record = _check_measure(measure, permutations, bootstrap, ci, precision)
     model1, model2 = unwrap_model(model1), unwrap_model(model2)
     same_model = model1 is model2
     if loader2 is loader1:
         loader2 = None
     shared = same_model and loader2 is None
-    if measure in NEEDS_INPUTS and loader2 is not None:
+    if record.needs_inputs and loader2 is not None:
         raise UserError(f"{measure} regresses out the similarity of the inputs, which is undefined for two data sets")
-    streaming = measure == STREAMING
+    streaming = record.streams
     names = list(names) if names else ([type(model1).__name__] * 2 if same_model else
                                        [type(model1).__name__, type(model2).__name__])
     if len(names) != 2:
@@ -132,13 +134,13 @@ def layer_similarity(model1: nn.Module, model2: nn.Module, loader1: Iterable, lo
     side2 = side1 if same_model else _Side(model2, layers2, names[1])
     expected = _expected_samples(loader1, loader2, max_samples)
     generator = torch.Generator().manual_seed(int(seed))
-    acc = HSICMatrix("unbiased", precision, permutations, keep_batches=bool(bootstrap), generator=generator,
+    acc = HSICMatrix(record.gram, precision, permutations, keep_batches=bool(bootstrap), generator=generator,
                      device=device) if streaming else None
     store1 = store2 = inputs = None
     if not streaming:
         store1 = ActivationStore(union if shared else layers1, expected)
         store2 = None if shared else ActivationStore(layers2, expected)
-        inputs = ActivationStore(["input"], expected) if measure in NEEDS_INPUTS else None
+        inputs = ActivationStore(["input"], expected) if record.needs_inputs else None
 
     def batches():
         yield first
@@ -176,9 +178,8 @@ def layer_similarity(model1: nn.Module, model2: nn.Module, loader1: Iterable, lo
         if bootstrap and acc.n_batches < 2:
             raise UserError(f"the bootstrap over batches needs at least 2 batches, got {acc.n_batches}: "
                             f"use a smaller batch size or more samples")
-        est = acc.estimate(layers1, layers2, bootstrap, ci)
-        info["estimator"] = "unbiased HSIC, summed over batches"
-        return _result(est.values, layers1, layers2, measure, est.n_samples, est.n_batches, est, info)
+        info["estimator"] = f"{record.gram.name} HSIC, summed over batches"
+        return estimate(acc, measure, layers1, layers2, bootstrap, ci, meta=info)
 
     acts_all1 = store1.tensors()
     if shared:
@@ -187,26 +188,18 @@ def layer_similarity(model1: nn.Module, model2: nn.Module, loader1: Iterable, lo
     else:
         acts1, acts2 = acts_all1, store2.tensors()
     n = store1.n
-    if measure in GRAM_MEASURES:
-        est = cka_matrix(acts1, acts2, measure=measure, rows=layers1, cols=layers2, precision=precision,
+    if record.gram is not None:
+        sim = cka_matrix(acts1, acts2, measure=measure, rows=layers1, cols=layers2, precision=precision,
                          permutations=permutations, bootstrap=bootstrap, ci=ci, seed=seed, device=device)
-        info.update(estimator=f"{est.estimator} HSIC on all samples", **est.info)
-        return _result(est.values, layers1, layers2, measure, n, 1, est, info)
+        sim.meta = {**info, **sim.meta}
+        return sim
     options = dict(measure_options or {})
     if inputs is not None:
         options["inputs"] = inputs.tensors()[0]
-    values = pairwise_matrix(acts1, acts2, get_measure(measure), layers1, layers2, **options)
+    values = pairwise_matrix(acts1, acts2, record.function, layers1, layers2, **options)
     info["estimator"] = "one layer pair at a time, on all samples"
     info["measure_options"] = {k: v for k, v in options.items() if k != "inputs"}
     return SimilarityMatrix(values, layers1, layers2, measure, n, 1, meta=info)
-
-
-def _result(values, rows, cols, measure, n, batches, est, info) -> SimilarityMatrix:
-    if est.bootstrap:
-        info.setdefault("bootstrap_unit", est.info.get("bootstrap_unit"))
-    return SimilarityMatrix(values, rows, cols, measure, n, batches, pvalues=est.pvalues, ci_low=est.ci_low,
-                            ci_high=est.ci_high, ci_level=est.ci_level, permutations=est.permutations,
-                            bootstrap=est.bootstrap, meta=info)
 
 
 class _null:

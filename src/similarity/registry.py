@@ -1,7 +1,7 @@
-"""Command-line names of the measures, what each returns, and lookup with a helpful error.
+"""The measures: one :class:`Measure` record per command-line name, and lookup with a helpful error.
 
-Every entry is called as ``MEASURES[name](x, y, **options)`` with two activation tensors (or numpy
-arrays) with the same number of samples N.
+Every measure is called as ``MEASURES[name](x, y, **options)`` (``RECORDS[name].function``) with two
+activation tensors (or numpy arrays) with the same number of samples N.
 
 ===============  ===============  =======================================================
 name             returns          notes
@@ -24,55 +24,110 @@ ls_orth          weights          same, W (semi-)orthogonal
 ls_sum           weights_by_rank  {rank: {'w', 'b'}} for ranks 4, 8, 16 and D_y (full)
 ===============  ===============  =======================================================
 """
-from typing import Callable, Dict
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional
 
 from src.errors import UserError
 from src.similarity.basic import corr, l2
 from src.similarity.cca import cca, cca_mean_rho, pwcca, svcca
 from src.similarity.cka import cka, cka_debiased, cka_minibatch, cka_rbf, dcka
+from src.similarity.hsic import BIASED, UNBIASED, HSICEstimator
 from src.similarity.procrustes import procrustes
 from src.similarity.regression import lr, ls_orth, ls_sum, ps_inv
 
-MEASURES: Dict[str, Callable] = {
-    "cka": cka,
-    "cka_debiased": cka_debiased,
-    "cka_rbf": cka_rbf,
-    "cka_minibatch": cka_minibatch,
-    "dcka": dcka,
-    "cca": cca,
-    "cca_mean_rho": cca_mean_rho,
-    "svcca": svcca,
-    "pwcca": pwcca,
-    "procrustes": procrustes,
-    "lr": lr,
-    "l2": l2,
-    "corr": corr,
-    "ps_inv": ps_inv,
-    "ls_orth": ls_orth,
-    "ls_sum": ls_sum,
-}
+RETURN_KINDS = ("float", "matrix", "weights", "weights_by_rank")
+SCALES = ("unit", "similarity", "distance")
 
-#: What each measure returns: "float", "matrix" (numpy C_x x C_y), "weights" ({'w', 'b'} numpy)
-#: or "weights_by_rank" ({rank: {'w', 'b'}}).
-RETURNS: Dict[str, str] = {name: "float" for name in MEASURES}
-RETURNS.update({"corr": "matrix", "ps_inv": "weights", "ls_orth": "weights", "ls_sum": "weights_by_rank"})
 
-#: Measures returning a single float, usable for layer x layer matrices.
-FLOAT_MEASURES = tuple(name for name, kind in RETURNS.items() if kind == "float")
+@dataclass(frozen=True)
+class Measure:
+    """Everything the project needs to know about one measure.
 
-#: Float measures where smaller means more similar (0 = identical); all other floats are similarities.
-DISTANCES = frozenset({"procrustes", "l2"})
+    - ``function(x, y, **options)``: the single-pair function;
+    - ``family``: ``"cka"``, ``"cca"``, ``"procrustes"``, ``"regression"`` or ``"elementwise"``;
+    - ``returns``: ``"float"``, ``"matrix"`` (numpy C_x x C_y), ``"weights"`` ({'w', 'b'} numpy) or
+      ``"weights_by_rank"`` ({rank: {'w', 'b'}});
+    - ``scale`` (float measures): ``"unit"`` (a similarity, 1 = identical, heatmaps on a fixed 0..1
+      scale), ``"similarity"`` (larger = more similar, no fixed range) or ``"distance"`` (0 = identical);
+    - ``needs_inputs``: called with ``inputs=`` (the network inputs, N x ...);
+    - ``asymmetric``: the result depends on the order of the arguments;
+    - ``gram``: the HSIC estimator of its Gram form (:mod:`src.similarity.hsic`): layer x layer
+      matrices come from the stacked-Gram engine, with permutation tests and bootstrap intervals;
+      ``None``: computed one pair at a time;
+    - ``streams``: evaluated batch by batch (memory does not grow with N).
+    """
 
-#: Measures that need the network inputs as ``inputs=`` (N x ...).
-NEEDS_INPUTS = frozenset({"dcka"})
+    name: str
+    function: Callable
+    family: str
+    returns: str = "float"
+    scale: Optional[str] = "unit"
+    needs_inputs: bool = False
+    asymmetric: bool = False
+    gram: Optional[HSICEstimator] = None
+    streams: bool = False
 
-#: Measures whose result depends on the order of the arguments.
-ASYMMETRIC = frozenset({"pwcca", "lr", "corr", "ps_inv", "ls_orth", "ls_sum"})
+    def __post_init__(self):
+        if self.returns not in RETURN_KINDS:
+            raise ValueError(f"{self.name}: returns must be one of {RETURN_KINDS}")
+        if (self.scale is None) != (self.returns != "float") or (self.scale is not None and self.scale not in SCALES):
+            raise ValueError(f"{self.name}: float measures have a scale in {SCALES}, the others none")
+        if self.streams and self.gram is None:
+            raise ValueError(f"{self.name}: only measures with a Gram form stream")
+
+    @property
+    def distance(self) -> bool:
+        return self.scale == "distance"
+
+    @property
+    def unit_scale(self) -> bool:
+        return self.scale == "unit"
+
+
+_WEIGHTS = dict(family="regression", scale=None, asymmetric=True)
+
+#: One record per command-line name (adding a measure: its own module plus one line here).
+RECORDS: Dict[str, Measure] = {m.name: m for m in (
+    Measure("cka", cka, "cka", gram=BIASED),
+    Measure("cka_debiased", cka_debiased, "cka", gram=UNBIASED),
+    Measure("cka_rbf", cka_rbf, "cka"),
+    Measure("cka_minibatch", cka_minibatch, "cka", gram=UNBIASED, streams=True),
+    Measure("dcka", dcka, "cka", needs_inputs=True),
+    Measure("cca", cca, "cca"),
+    Measure("cca_mean_rho", cca_mean_rho, "cca"),
+    Measure("svcca", svcca, "cca"),
+    Measure("pwcca", pwcca, "cca", asymmetric=True),
+    Measure("procrustes", procrustes, "procrustes", scale="distance"),
+    Measure("lr", lr, "regression", scale="similarity", asymmetric=True),
+    Measure("l2", l2, "elementwise", scale="distance"),
+    Measure("corr", corr, "elementwise", returns="matrix", scale=None, asymmetric=True),
+    Measure("ps_inv", ps_inv, returns="weights", **_WEIGHTS),
+    Measure("ls_orth", ls_orth, returns="weights", **_WEIGHTS),
+    Measure("ls_sum", ls_sum, returns="weights_by_rank", **_WEIGHTS),
+)}
+
+# Views of the records under the names other modules import.
+MEASURES: Dict[str, Callable] = {name: m.function for name, m in RECORDS.items()}
+RETURNS: Dict[str, str] = {name: m.returns for name, m in RECORDS.items()}
+FLOAT_MEASURES = tuple(name for name, m in RECORDS.items() if m.returns == "float")
+DISTANCES = frozenset(name for name, m in RECORDS.items() if m.distance)
+NEEDS_INPUTS = frozenset(name for name, m in RECORDS.items() if m.needs_inputs)
+ASYMMETRIC = frozenset(name for name, m in RECORDS.items() if m.asymmetric)
+GRAM_MEASURES = tuple(name for name, m in RECORDS.items() if m.gram is not None)
+
+
+def unknown(name: str) -> UserError:
+    return UserError(f"unknown similarity measure {name!r}; choose one of {', '.join(RECORDS)}")
+
+
+def get_record(name: str) -> Measure:
+    """The record registered as ``name``; an unknown name is a UserError listing the valid ones."""
+    try:
+        return RECORDS[name]
+    except (KeyError, TypeError):
+        raise unknown(name) from None
 
 
 def get_measure(name: str) -> Callable:
     """The function registered as ``name``; an unknown name is a UserError listing the valid ones."""
-    try:
-        return MEASURES[name]
-    except KeyError:
-        raise UserError(f"unknown similarity measure {name!r}; choose one of {', '.join(MEASURES)}") from None
+    return get_record(name).function

@@ -23,10 +23,8 @@ from src.errors import UserError
 from src.provenance import jsonable
 from src.results_io import atomic_write, read_pickle, write_csv, write_pickle
 from src.similarity.plot import draw_heatmap, save_heatmap
-from src.similarity.registry import DISTANCES
+from src.similarity.registry import RECORDS
 
-#: Measures drawn on a fixed 0..1 colour scale (so that heatmaps can be compared by eye).
-UNIT_SCALE = ("cka", "cka_debiased", "cka_minibatch", "cka_rbf", "dcka", "cca", "cca_mean_rho", "svcca", "pwcca")
 EXTRA_FILES = {"pvalues": "pvalues.csv", "ci_low": "ci_low.csv", "ci_high": "ci_high.csv"}
 
 
@@ -88,12 +86,13 @@ class SimilarityMatrix:
         return f"{self.measure}: {m1} vs {m2}{where}"
 
     def _plot_options(self) -> Dict[str, Any]:
-        unit = self.measure in UNIT_SCALE
+        record = RECORDS.get(self.measure)
+        unit, distance = (record.unit_scale, record.distance) if record else (False, False)
         return dict(title=self.title(), xlabel=f"{self.meta.get('model2', 'model 2')} layer",
                     ylabel=f"{self.meta.get('model1', 'model 1')} layer",
-                    colorbar_label=self.measure + (" (distance)" if self.measure in DISTANCES else ""),
+                    colorbar_label=self.measure + (" (distance)" if distance else ""),
                     vmin=0.0 if unit else None, vmax=1.0 if unit else None,
-                    cmap="magma_r" if self.measure in DISTANCES else "magma", pvalues=self.pvalues)
+                    cmap="magma_r" if distance else "magma", pvalues=self.pvalues)
 
     def plot(self, ax=None, **options):
         """Draw the heatmap into ``ax`` (default: a new pyplot figure, shown inline in notebooks); returns ``ax``."""
