@@ -1,5 +1,6 @@
 """Damaged, foreign and swapped checkpoints are refused in one line, never loaded as if they were fine."""
 import hashlib
+import random
 import shutil
 import zipfile
 
@@ -9,6 +10,7 @@ import torch
 import stitch_nets
 from src.cli import run_main
 from src.errors import UserError
+from src.models import create_model
 from src.models.checkpoint import load_checkpoint, read_checkpoint
 from src.stitching.evaluate_result import compare_stitch_to_end, evaluate_stitch
 from src.stitching.results import load_result
@@ -53,6 +55,25 @@ def test_flipped_tensor_bytes_would_otherwise_load_silently(tmp_path):
     damaged = torch.load(path, weights_only=True)["state_dict"]
     original = torch.load(COMMITTED, weights_only=True)["state_dict"]
     assert any(not torch.equal(damaged[k], original[k]) for k in original)
+
+
+def test_damaged_legacy_checkpoint_is_one_line_never_a_traceback(tmp_path):
+    """The older non-zip format (the reference's files) has no checksum, but damage to it is still one line."""
+    path = tmp_path / "legacy.pt"
+    torch.save(create_model("lenet", n_classes=10, n_channels=1, seed=0).state_dict(), path,
+               _use_new_zipfile_serialization=False)
+    raw, rng, refused = path.read_bytes(), random.Random(0), 0
+    for _ in range(40):
+        damaged = bytearray(raw)
+        offset = rng.randrange(min(len(raw), 3000))  # the pickled structure before the tensor data
+        damaged[offset:offset + 8] = rng.randbytes(8)
+        path.write_bytes(bytes(damaged))
+        try:
+            load_checkpoint(path, "lenet", "mnist")
+        except UserError as err:  # anything else fails the test
+            assert "\n" not in str(err) and "weights_only" not in str(err)
+            refused += 1
+    assert refused > 0
 
 
 @pytest.mark.parametrize("content,kind", [

@@ -53,7 +53,7 @@ def read_checkpoint(path) -> Tuple[Dict[str, torch.Tensor], Optional[Dict[str, A
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError, KeyError,
-            IndexError, TypeError, AttributeError) as err:  # what torch raises on a file that is no checkpoint
+            IndexError, TypeError, AttributeError, AssertionError) as err:  # torch on a damaged or foreign file
         raise UserError(_load_error(path, err)) from err
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         return obj["state_dict"], obj["meta"]
@@ -114,9 +114,12 @@ def _load_error(path: Path, err: Exception) -> str:
     message = str(err).strip()
     if isinstance(err, pickle.UnpicklingError) and "weights only" in message.lower():
         name = re.search(r"GLOBAL ([\w.]+)", message)
-        what = f"it references {name.group(1)}" if name else "it holds objects other than tensors and plain values"
-        return (f"refusing to load {path}: {what}, which no checkpoint of this project or state_dict contains; "
-                f"only open checkpoints from trusted sources")
+        if name:
+            return (f"refusing to load {path}: it references {name.group(1)}, which no checkpoint of this project "
+                    f"or state_dict contains; only open checkpoints from trusted sources")
+        detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\s*\n|$)", message, re.S)
+        return (f"{path} is not a readable PyTorch checkpoint: it is damaged or holds more than tensors and plain "
+                f"values ({' '.join(detail.group(1).split()) if detail else 'weights-only unpickling failed'})")
     first_line = _first_line(err)
     if "weights_only" in first_line:
         first_line = type(err).__name__
