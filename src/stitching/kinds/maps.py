@@ -16,7 +16,7 @@ commute with a 1x1 convolution including its bias; ``forward`` therefore runs th
 the smaller resolution (after averaging, before upsampling), the least-squares design resamples the
 front map to the receiver's size first - the same map, up to float rounding.
 """
-from typing import Optional, Sequence, Tuple
+from typing import ClassVar, Optional, Sequence, Tuple
 
 import torch
 from torch.nn import functional as F
@@ -89,25 +89,6 @@ class ResampleConv1x1(Conv1x1):
         return pixel_rows(resample(front, self.end_shape[1:])), pixel_rows(end)
 
 
-class UpsampleConv1x1(ResampleConv1x1):
-    name = "upsample_conv1x1"
-    summary = "receiver larger by an integer factor k in H and W: nearest upsampling by k, then 1x1 convolution"
-
-    @classmethod
-    def misfit(cls, front_shape, end_shape):
-        why = both_maps(front_shape, end_shape)
-        if why is None and upsampling_factor(front_shape, end_shape) is None:
-            why = "the receiver's H and W must both be the same integer multiple k >= 2 of the sender's"
-        return why
-
-    @property
-    def factor(self) -> int:
-        return upsampling_factor(self.front_shape, self.end_shape)
-
-    def describe(self) -> str:
-        return f"{super().describe()} (nearest upsampling by {self.factor})"
-
-
 def integer_ratio(large: Shape, small: Shape) -> Optional[int]:
     """k >= 2 when ``large``'s H and W are both exactly k times ``small``'s, else None."""
     (h1, w1), (h2, w2) = large[1:], small[1:]
@@ -116,5 +97,33 @@ def integer_ratio(large: Shape, small: Shape) -> Optional[int]:
     return h1 // h2
 
 
-def upsampling_factor(front_shape: Shape, end_shape: Shape) -> Optional[int]:
-    return integer_ratio(end_shape, front_shape)
+class IntegerScale:
+    """Mixin of the kinds whose two feature maps differ by one integer factor k >= 2 in H and W
+    (``sender_larger``: the sender's map is the larger one)."""
+
+    sender_larger: ClassVar[bool] = True
+
+    @classmethod
+    def ratio(cls, front_shape: Shape, end_shape: Shape) -> Optional[int]:
+        return integer_ratio(front_shape, end_shape) if cls.sender_larger else integer_ratio(end_shape, front_shape)
+
+    @classmethod
+    def misfit(cls, front_shape, end_shape):
+        why = both_maps(front_shape, end_shape)
+        if why is None and cls.ratio(front_shape, end_shape) is None:
+            large, small = ("sender", "receiver") if cls.sender_larger else ("receiver", "sender")
+            why = f"the {large}'s H and W must both be the same integer multiple k >= 2 of the {small}'s"
+        return why
+
+    @property
+    def factor(self) -> int:
+        return self.ratio(self.front_shape, self.end_shape)
+
+
+class UpsampleConv1x1(IntegerScale, ResampleConv1x1):
+    name = "upsample_conv1x1"
+    summary = "receiver larger by an integer factor k in H and W: nearest upsampling by k, then 1x1 convolution"
+    sender_larger = False
+
+    def describe(self) -> str:
+        return f"{super().describe()} (nearest upsampling by {self.factor})"

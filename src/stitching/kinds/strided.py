@@ -14,27 +14,17 @@ from typing import Tuple
 from torch.nn import functional as F
 
 from src.stitching.kinds.base import StitchKind, pixel_rows
-from src.stitching.kinds.maps import both_maps, integer_ratio
+from src.stitching.kinds.maps import IntegerScale
 
 
-class StridedConv(StitchKind):
+class StridedConv(IntegerScale, StitchKind):
     name = "strided_conv"
     summary = "receiver smaller by an integer factor k in H and W: k x k convolution with stride k"
     channel_map = False
-
-    @classmethod
-    def misfit(cls, front_shape, end_shape):
-        why = both_maps(front_shape, end_shape)
-        if why is None and integer_ratio(front_shape, end_shape) is None:
-            why = "the sender's H and W must both be the same integer multiple k >= 2 of the receiver's"
-        return why
-
-    @property
-    def factor(self) -> int:
-        return integer_ratio(self.front_shape, self.end_shape)
+    sender_larger = True
 
     def features(self) -> Tuple[int, int]:
-        k = integer_ratio(self.front_shape, self.end_shape)
+        k = self.factor
         return self.front_shape[0] * k * k, self.end_shape[0]
 
     @property
