@@ -28,6 +28,11 @@ from src.features import first_tensor, get_module
 
 log = logging.getLogger(__name__)
 
+#: The pseudo-layer name of a network's input: ``FrontPart(model, INPUT_LAYER)(x)`` is ``x`` and
+#: ``EndPart(model, INPUT_LAYER)(x, a)`` is ``model(a)`` - a stitch into it generates the image the
+#: receiver sees (see :mod:`src.stitching.images`). It is a receiver (end) layer only.
+INPUT_LAYER = "input"
+
 
 class _CutTracer(fx.Tracer):
     """The default tracer, except that the cut module is a leaf even if it is a container (e.g. a block)."""
@@ -78,10 +83,12 @@ class FrontPart(nn.Module):
 
     def __init__(self, model: nn.Module, layer: str, fold_batchnorm: bool = False):
         super().__init__()
-        get_module(model, layer)  # a clear error for a wrong name
         self.layer = layer
         self.model = model
         self.graph_module: Optional[fx.GraphModule] = None
+        if layer == INPUT_LAYER:  # the input itself: nothing to run
+            return
+        get_module(model, layer)  # a clear error for a wrong name
         graph = _trace(model, layer)
         node = _layer_node(graph, layer) if graph is not None else None
         if node is not None:
@@ -95,6 +102,8 @@ class FrontPart(nn.Module):
         return self.graph_module is not None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.layer == INPUT_LAYER:
+            return x
         if self.graph_module is not None:
             return first_tensor(self.graph_module(x))
 
@@ -119,11 +128,13 @@ class EndPart(nn.Module):
 
     def __init__(self, model: nn.Module, layer: str, fold_batchnorm: bool = False):
         super().__init__()
-        get_module(model, layer)
         self.layer = layer
         self.model = model
         self.graph_module: Optional[fx.GraphModule] = None
-        self.needs_input = True
+        self.needs_input = layer != INPUT_LAYER
+        if layer == INPUT_LAYER:  # the whole network on the stitched input (unfolded: folding is a speed option)
+            return
+        get_module(model, layer)
         graph = _trace(model, layer)
         node = _layer_node(graph, layer) if graph is not None else None
         if node is not None:
@@ -142,6 +153,8 @@ class EndPart(nn.Module):
         return self.graph_module is not None
 
     def forward(self, x: Optional[torch.Tensor], activation: torch.Tensor) -> torch.Tensor:
+        if self.layer == INPUT_LAYER:
+            return self.model(activation)
         if self.graph_module is not None:
             if x is None and self.needs_input:
                 raise ValueError(f"the part after {self.layer!r} needs the network input")

@@ -58,6 +58,7 @@ class StitchJob:
     init: str = "random"
     mask: str = "identity"
     target_type: str = "hard"
+    objective: str = "task"  # task, mse (similarity stitch) or, for a matrix, both (src.stitching.objectives)
     no_augment: bool = False
     cache_front: bool = False
     fold_bn: bool = False

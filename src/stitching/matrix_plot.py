@@ -60,7 +60,12 @@ def save_matrix_png(path, panels: List[Tuple[str, pd.DataFrame, str]], depth_axe
         draw_matrix(ax, frame, title, depth_axes, colorbar_label=label, labels=labels)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
-    metadata = {"Software": "drfrank stitch_matrix"}
+    return write_figure(path, fig, "drfrank stitch_matrix", provenance, dpi)
+
+
+def write_figure(path, fig, software: str, provenance: Optional[Dict[str, Any]] = None, dpi: int = 130):
+    """A matplotlib figure as a PNG, atomically, with the software and the run's provenance in its metadata."""
+    metadata = {"Software": software}
     if provenance is not None:
         metadata["Description"] = json.dumps(provenance, default=str)
     return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi, metadata=metadata))

@@ -9,6 +9,7 @@ from src.data import DATASET_NAMES
 from src.stitching.inits import INITS, MASKS
 from src.stitching.job import PRESETS, SCHEDULES, TRAINING_DEFAULTS as T, StitchJob as D
 from src.stitching.losses import TARGET_TYPES
+from src.stitching.objectives import MATRIX_OBJECTIVES, OBJECTIVES
 
 
 def add_stitch_options(p: argparse.ArgumentParser, matrix: bool = False) -> argparse.ArgumentParser:
@@ -49,6 +50,11 @@ def add_stitch_options(p: argparse.ArgumentParser, matrix: bool = False) -> argp
     p.add_argument("-i", "--init", choices=INITS, default=D.init, help="initial stitch; default random")
     p.add_argument("-m", "--mask", choices=MASKS, default=D.mask, help="mask on the stitch weight; default identity")
     p.add_argument("--target-type", choices=TARGET_TYPES, default=D.target_type, help="training target; default hard")
+    p.add_argument("--objective", choices=MATRIX_OBJECTIVES if matrix else OBJECTIVES, default=D.objective,
+                   help="task: train the stitch on the task loss (vanilla); mse: on the mean squared error to the "
+                        "receiver's own activation at the end layer (similarity stitch; task accuracy still measured)"
+                        + ("; both: one of each per cell, from the same init, with the EV/ES/SV statistics"
+                           if matrix else "") + "; default task")
     if not matrix:
         p.add_argument("--no-augment", action="store_true", help="train the stitch on unaugmented training data")
         p.add_argument("--cache-front", action="store_true",

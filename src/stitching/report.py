@@ -104,7 +104,8 @@ def summary_row(result: Dict[str, Any]) -> Dict[str, Any]:
     return {
         "front_model": p["front_model"], "end_model": p["end_model"], "front_layer": p["front_layer"],
         "end_layer": p["end_layer"], "dataset": p["dataset"], "init": p["init"], "mask": p["mask"],
-        "low_rank": p["low_rank"], "flatten": p["flatten"], "target_type": p["target_type"], "epochs": p["epochs"],
+        "low_rank": p["low_rank"], "flatten": p["flatten"], "target_type": p["target_type"],
+        "objective": p.get("objective", "task"), "epochs": p["epochs"],
         "front_acc": r["front"]["acc"], "end_acc": r["end"]["acc"], "trans_acc": r["trans"]["acc"],
         "ps_inv_acc": r["ps_inv"]["acc"], "trans_loss": r["trans"]["loss"], "ps_inv_loss": r["ps_inv"]["loss"],
         "rel_acc": result["relative_acc"]["trans"], "ps_inv_rel_acc": result["relative_acc"]["ps_inv"],

@@ -27,11 +27,14 @@ from src.seeding import generator, seed_everything
 from src.similarity import LeastSquaresFit
 from src.stitching.batches import CachedBatches, FrontCache, LiveBatches
 from src.stitching.build import build_frank, check_models_fit_dataset
+from src.stitching.cut import INPUT_LAYER
 from src.stitching.frank import FrankensteinNet
+from src.stitching.images import check_input_stitch, grid_of, sample_images, save_image_grid
 from src.stitching.inits import build_mask, check_options, initialize, least_squares_weights
 from src.stitching.job import StitchJob
 from src.stitching.layers import AffineStitch
 from src.stitching.losses import teachers_needed
+from src.stitching.objectives import check_objective, needs_end_target
 from src.stitching.measure import collect_outputs, network_logits
 from src.stitching.report import build_result
 from src.stitching.train import StitchSettings, train_stitch
@@ -179,12 +182,13 @@ def initialise(frank: FrankensteinNet, job: StitchJob, fit: LeastSquaresFit) -> 
 
 def train_cell(frank: FrankensteinNet, pair: Pair, job: StitchJob, cache: Optional[FrontCache] = None):
     """Train the stitch (on the cache's activations when given); returns the learning curve and weight history."""
-    teachers = teachers_needed(job.target_type)
+    teachers = teachers_needed(job.target_type) if job.objective == "task" else []
+    end_target = needs_end_target(job.objective, job.cka_reg)
     if cache is not None:
-        batches = CachedBatches(frank, cache, teachers, bool(job.cka_reg), job.batch_size, job.seed, drop_last=True)
+        batches = CachedBatches(frank, cache, teachers, end_target, job.batch_size, job.seed, drop_last=True)
     else:
         train = pair.loader(job, "train", job.batch_size, seed=job.seed, drop_last=True, augment=augments(job))
-        batches = LiveBatches(frank, train, teachers, bool(job.cka_reg), pair.device)
+        batches = LiveBatches(frank, train, teachers, end_target, pair.device)
     val = pair.fixed_loader(job, "val", EVAL_BATCH)
     return train_stitch(frank, batches, val, StitchSettings.from_job(job), pair.info.multilabel)
 
@@ -234,6 +238,8 @@ def run_stitch(pair: Pair, job: StitchJob, run_folder: Path, argv=None, cache: O
                           "rank": job.low_rank},
         "timing": timing,
     }
+    if job.end_layer == INPUT_LAYER:  # the generated images of a few fixed test samples
+        extra["images"] = sample_images(frank, ps_inv_stitch, pair.fixed_loader(job, "test", EVAL_BATCH), pair.dataset)
     return build_result(params=params, outputs=outputs, multilabel=pair.info.multilabel, trans_m=trans_m,
                         history=history, curve=curve, extra=extra)
 
@@ -248,12 +254,14 @@ def write_result(path: Path, result: Dict[str, Any]) -> Path:
 def stitch_from_args(args: StitchJob, argv=None) -> Path:
     """Build, initialise, train and evaluate one stitch; write the result pickle and CSV. Returns the pickle path."""
     check_stitch_job(args)  # every option, before anything is loaded or written
+    check_objective(args.objective)
     config = get_config()
     path = result_path(args, config)
     check_writable_dir(path.parent)
     with claim_output(path):  # before any work: no concurrent run writes it too, a finished result is never lost
         refuse_overwrite(path, args.overwrite)  # the pickle marks a finished result; a CSV alone does not count
         pair = load_pair(args, config)
+        check_input_stitch(pair.dataset, [args.front_layer], [args.end_layer])
         check_batch_fits(args.batch_size, pair.plain_train(args).num_samples)
         frank = build_cell(pair, args)
         print(f"{describe(frank, args)}, device {pair.device}")
@@ -264,4 +272,8 @@ def stitch_from_args(args: StitchJob, argv=None) -> Path:
             cache = front_cache(pair, args, frank.front)
             timing["cache_seconds"] = time.perf_counter() - started
         result = run_stitch(pair, args, path.parent, argv, cache=cache, frank=frank, timing=timing)
+        if "images" in result:
+            save_image_grid(path.with_suffix(".png"), [grid_of(args.front_layer, result["images"], objective=args.objective)],
+                            suptitle=f"{args.front_layer} stitched into the input of {Path(args.end_model).name}",
+                            provenance=result["provenance"])
         return write_result(path, result)

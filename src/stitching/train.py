@@ -8,7 +8,8 @@ import torch
 from tqdm import tqdm
 
 from src.stitching.frank import FrankensteinNet
-from src.stitching.losses import batch_cka, target_loss
+from src.stitching.losses import batch_cka
+from src.stitching.objectives import objective_loss
 from src.training.evaluate import evaluate, predictions_of
 from src.training.optim import make_optimizer, step_schedule, warmup_cosine_schedule
 
@@ -27,6 +28,7 @@ class StitchSettings:
     cka_reg: float
     target_type: str
     temperature: float
+    objective: str  # task or mse (src.stitching.objectives)
     save_frequency: int  # the stitch is recorded every save_frequency * epochs iterations
 
     @classmethod
@@ -66,7 +68,8 @@ def train_stitch(frank: FrankensteinNet, batches, val_loader, settings: StitchSe
             stitched = stitch(batch["front"])
             logits = frank.end(batch["x"], stitched)
             labels = batch["labels"]
-            loss = target_loss(logits, labels, batch["teachers"], settings.target_type, settings.temperature, multilabel)
+            loss = objective_loss(settings.objective, logits, stitched, batch, settings.target_type,
+                                  settings.temperature, multilabel)
             if settings.l1:
                 loss = loss + settings.l1 * stitch.matrix().abs().mean()
             if settings.cka_reg:
