@@ -11,7 +11,8 @@ from src.training.trainer import final_checkpoint
 from tests.conftest import REPO
 
 WEIGHTS = REPO / "model_weights"
-FAMILIES = {"LeNet": ("lenet", 3), "Tiny10": ("tiny10", 3), "ResNet20_w1": ("resnet20_w1", 2)}
+FAMILIES = {"LeNet": ("lenet", 3), "Tiny10": ("tiny10", 3), "ResNet20_w1": ("resnet20_w1", 2),
+            "ResNet_1111_w8": ("resnet_1111_w8", 2)}
 
 
 def final(family: str, seed: int):
