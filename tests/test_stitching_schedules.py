@@ -72,9 +72,8 @@ def _train(schedule, warmup, epochs=3, steps=5, lr=0.2):
     batches = [{"x": None, "front": torch.randn(8, 3, generator=gen), "labels": torch.randint(0, 2, (8,), generator=gen),
                 "teachers": {}, "end_target": None} for _ in range(steps)]
     val = [(torch.randn(8, 3, generator=gen), torch.randint(0, 2, (8,), generator=gen))]
-    settings = StitchSettings(epochs=epochs, lr=lr, weight_decay=0.0, optimizer="sgd", schedule=schedule,
-                              warmup_epochs=warmup, l1=0.0, cka_reg=0.0, target_type="hard", temperature=1.0,
-                              save_frequency=10)
+    settings = StitchSettings.from_job(StitchJob(*LAYERS, epochs=epochs, lr=lr, optimizer="sgd", schedule=schedule,
+                                                 warmup_epochs=warmup))
     curve, _ = train_stitch(_Frank(), batches, val, settings, progress=False)
     return list(curve["lr"])
 
