@@ -2,6 +2,7 @@
 """Train a zoo model on a dataset; writes <out>/<Model>/<Dataset>/in<i>-gn<g>/<iteration>.pt and training_log.csv.
 
 Example:  python train_model.py -m tiny10 -d fashion -e 15 -i 0 -g 0
+Several GPUs:  torchrun --nproc_per_node=4 train_model.py -m resnet34 -d cifar10 -b 128 (-b is the global batch)
 An existing run folder is refused: --resume continues a killed run from its last checkpoint (same
 options, same final weights), --overwrite deletes its checkpoints and trains again.
 """
@@ -38,7 +39,11 @@ def parse_args(argv=None):
     parser.add_argument("--max-samples", type=int, default=None, help="use only this many training samples (quick runs)")
     parser.add_argument("--no-augment", action="store_true", help="train without data augmentation")
     parser.add_argument("--download", action="store_true", help="download the dataset with torchvision if it is missing")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N; default DEVICE of the config (auto)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N; default DEVICE of the config (auto); "
+                        "under torchrun each process uses cuda:LOCAL_RANK (or the CPU)")
+    parser.add_argument("--sync-bn", action="store_true",
+                        help="under torchrun on GPUs: BatchNorm statistics over the whole global batch (SyncBatchNorm) "
+                             "instead of each process's slice")
     return D(**vars(parser.parse_args(argv)))
 
 

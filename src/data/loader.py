@@ -17,6 +17,16 @@ every new pass over the loader continues the generator, so each epoch has a new 
 augmentations, deterministically. The global RNG is never used. ``state_dict()`` /
 ``load_state_dict()`` capture the generator and the position within the current pass, so a
 resumed training run continues with exactly the batches the interrupted one would have seen.
+
+``shard=(rank, size)`` (training under torchrun, :mod:`src.distributed`): every rank draws the
+same order and the same augmentations as one process would, builds the same global batch of
+``batch_size`` samples and yields only its slice ``rank * batch_size / size`` to
+``(rank + 1) * batch_size / size``; so the slices of all ranks are, together and in rank order,
+exactly the batch one process yields (the same samples, the same augmentations), and every
+rank's generator and ``state_dict()`` are the same. The price is that each rank augments the
+whole global batch (cheap tensor ops next to a forward and backward pass). CelebA hands each
+rank's slice of the per-sample order and augmentation seeds to its DataLoader, so nothing
+is read twice.
 """
 import math
 from functools import partial
@@ -104,7 +114,7 @@ class BatchLoader:
     """
 
     def __init__(self, info: DatasetInfo, num_samples: int, batch_size: int, shuffle: bool, augment: bool,
-                 seed: int, device: torch.device, drop_last: bool):
+                 seed: int, device: torch.device, drop_last: bool, shard: Tuple[int, int] = (0, 1)):
         self.info = info
         self.num_samples = num_samples
         self.batch_size = batch_size
@@ -112,6 +122,7 @@ class BatchLoader:
         self.augment = augment
         self.drop_last = drop_last
         self.device = device
+        self.shard = shard  # (rank, size): this rank's slice of every batch, see the module docstring
         self._generator = make_generator(seed)
         self._pass_start: Optional[torch.Tensor] = None  # generator state when the current pass began
         self._position = 0  # batches of the current pass already yielded
@@ -145,6 +156,12 @@ class BatchLoader:
             return self.num_samples // self.batch_size
         return math.ceil(self.num_samples / self.batch_size)
 
+    def _shard_slice(self) -> slice:
+        """The positions of this rank's samples within a (full) batch."""
+        rank, size = self.shard
+        per_rank = self.batch_size // size
+        return slice(rank * per_rank, (rank + 1) * per_rank)
+
     def _permutation(self) -> Optional[torch.Tensor]:
         """The sample order of the next pass: a fresh permutation when shuffling, else None (in order)."""
         return torch.randperm(self.num_samples, generator=self._generator) if self.shuffle else None
@@ -157,8 +174,8 @@ class TensorBatchLoader(BatchLoader):
     """Batches sliced from uint8 tensors held on ``device``, augmented per batch with tensor ops."""
 
     def __init__(self, split: TensorSplit, batch_size: int, shuffle: bool, augment: bool, seed: int,
-                 device: torch.device, drop_last: bool):
-        super().__init__(split.info, len(split), batch_size, shuffle, augment, seed, device, drop_last)
+                 device: torch.device, drop_last: bool, shard: Tuple[int, int] = (0, 1)):
+        super().__init__(split.info, len(split), batch_size, shuffle, augment, seed, device, drop_last, shard)
         self._images = split.images.to(device)
         self._targets = split.targets.to(device)
         self._mean, self._std = NORMALIZATION[split.info.name]
@@ -179,6 +196,9 @@ class TensorBatchLoader(BatchLoader):
             x = x.float()
             if self.augment:
                 x = self._augmentation(x, self._generator)
+            if self.shard[1] > 1:
+                mine = self._shard_slice()
+                x, y = x[mine], y[mine]
             self._position = b + 1
             yield normalize(x, self._mean, self._std), y
 
@@ -187,8 +207,8 @@ class CelebABatchLoader(BatchLoader):
     """Batches of CelebA images read and transformed per sample by a ``torch.utils.data.DataLoader``."""
 
     def __init__(self, split: CelebASplit, batch_size: int, shuffle: bool, augment: bool, seed: int,
-                 device: torch.device, drop_last: bool, num_workers: int):
-        super().__init__(split.info, len(split), batch_size, shuffle, augment, seed, device, drop_last)
+                 device: torch.device, drop_last: bool, num_workers: int, shard: Tuple[int, int] = (0, 1)):
+        super().__init__(split.info, len(split), batch_size, shuffle, augment, seed, device, drop_last, shard)
         self._dataset = CelebADataset(split, augment)
         self.num_workers = num_workers
 
@@ -201,7 +221,12 @@ class CelebABatchLoader(BatchLoader):
             seeds = [None] * self.num_samples
         # generator=: the DataLoader draws its workers' base seed from it instead of the global RNG.
         sampler = list(zip(order, seeds))[first * self.batch_size:]
-        loader = DataLoader(self._dataset, batch_size=self.batch_size, sampler=sampler,
+        batch_size = self.batch_size
+        if self.shard[1] > 1:  # full batches only (drop_last): this rank's slice of each
+            mine, full = self._shard_slice(), len(sampler) // self.batch_size
+            sampler = [item for b in range(full) for item in sampler[b * batch_size:(b + 1) * batch_size][mine]]
+            batch_size = mine.stop - mine.start
+        loader = DataLoader(self._dataset, batch_size=batch_size, sampler=sampler,
                             num_workers=self.num_workers, drop_last=self.drop_last,
                             pin_memory=self.device.type == "cuda", generator=self._generator)
         for b, (x, y) in enumerate(loader, start=first):
@@ -218,7 +243,8 @@ def _check_int(name: str, value, minimum: int = 1) -> None:
 def get_loader(name: str, split: str, batch_size: int = 128, *, shuffle: Optional[bool] = None,
                augment: Optional[bool] = None, seed: int = 0, device: Union[str, torch.device] = "cpu",
                val_size: int = 5000, drop_last: bool = False, max_samples: Optional[int] = None,
-               download: bool = False, config: Optional[Config] = None, num_workers: int = 0) -> BatchLoader:
+               download: bool = False, config: Optional[Config] = None, num_workers: int = 0,
+               shard: Tuple[int, int] = (0, 1)) -> BatchLoader:
     """A :class:`BatchLoader` over ``split`` ('train', 'val' or 'test') of dataset ``name``.
 
     ``shuffle`` and ``augment`` default to ``split == 'train'``. ``seed`` seeds the loader's own
@@ -227,7 +253,9 @@ def get_loader(name: str, split: str, batch_size: int = 128, *, shuffle: Optiona
     'val'). ``max_samples`` keeps the first N samples of the split. ``device``: where batches are
     yielded ('cpu', 'cuda', 'auto', ...). ``download`` fetches missing files with torchvision.
     ``config`` defaults to :func:`src.config.get_config`. ``num_workers`` is used by CelebA only
-    (the DataLoader's worker processes); the other datasets need none.
+    (the DataLoader's worker processes); the other datasets need none. ``shard=(rank, size)``:
+    yield only this rank's ``batch_size / size`` samples of every batch (see the module docstring);
+    needs ``drop_last`` and a ``batch_size`` divisible by ``size``.
     """
     info = dataset_info(name)
     check_split(split, val_size)
@@ -236,10 +264,24 @@ def get_loader(name: str, split: str, batch_size: int = 128, *, shuffle: Optiona
     _check_int("seed", seed, minimum=0)
     if max_samples is not None:
         _check_int("max_samples", max_samples)
+    _check_shard(shard, batch_size, drop_last)
     torch_device = resolve_device(str(device))
     shuffle = split == "train" if shuffle is None else shuffle
     augment = split == "train" if augment is None else augment
     data = _truncate(load_split(name, split, val_size=val_size, download=download, config=config), max_samples)
     if info.name == "celeba":
-        return CelebABatchLoader(data, batch_size, shuffle, augment, seed, torch_device, drop_last, num_workers)
-    return TensorBatchLoader(data, batch_size, shuffle, augment, seed, torch_device, drop_last)
+        return CelebABatchLoader(data, batch_size, shuffle, augment, seed, torch_device, drop_last, num_workers, shard)
+    return TensorBatchLoader(data, batch_size, shuffle, augment, seed, torch_device, drop_last, shard)
+
+
+def _check_shard(shard: Tuple[int, int], batch_size: int, drop_last: bool) -> None:
+    """A shard splits full batches into equal slices (unequal ones would weigh samples unequally in DDP's mean)."""
+    rank, size = shard
+    if size == 1:
+        return
+    if not 0 <= rank < size:
+        raise ValueError(f"shard {shard}: the rank must lie in 0..{size - 1}")
+    if not drop_last:
+        raise ValueError("a sharded loader needs drop_last=True: a last partial batch cannot be split evenly")
+    if batch_size % size:
+        raise ValueError(f"batch_size {batch_size} cannot be split evenly into {size} shards")

@@ -5,6 +5,13 @@ initialisation, a ready-made random-network control) and always at the final ite
 ``<run_dir>/training_log.csv`` with one row per epoch. Each checkpoint records the validation loss
 and accuracy of its own weights. Beside the latest checkpoint lies the state that lets a killed run
 continue (:mod:`src.training.resume`); a resumed run ends with the same weights, bit for bit.
+
+Under torchrun (``world``, :mod:`src.distributed`) every rank trains the same model wrapped in
+``DistributedDataParallel`` on its slice of each global batch (the loader's ``shard``); the
+gradients are averaged over the ranks, so a step equals the one-process step on the whole batch
+up to float rounding (BatchNorm aside: plain BatchNorm normalises by each rank's own slice). The
+epoch's training loss and accuracy are summed over all ranks; every rank validates on the whole
+validation split with rank 0's BatchNorm statistics, so all agree; only rank 0 writes files.
 """
 import time
 from dataclasses import asdict, dataclass
@@ -14,8 +21,10 @@ from typing import Any, Dict, Optional
 import pandas as pd
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from src.distributed import World, all_reduce_sum, broadcast_buffers
 from src.models.checkpoint import save_checkpoint
 from src.results_io import write_csv
 from src.training.evaluate import EvalResult, evaluate, predictions_of, task_loss
@@ -41,13 +50,21 @@ def _zero_totals() -> Dict[str, float]:
 class ClassifierTrainer:
     """One training run: model, loaders, optimiser, schedule, checkpoints and the epoch log.
 
-    ``run_state`` (plain values) is stored in every resume state and compared on resume.
+    ``run_state`` (plain values) is stored in every resume state and compared on resume. ``world``:
+    this process's place under torchrun (default: one process); ``train_loader`` must then yield
+    this rank's shard of each batch.
     """
 
     def __init__(self, model: nn.Module, train_loader, val_loader, settings: TrainSettings, run_dir,
                  meta: Dict[str, Any], multilabel: bool = False, device="cpu", progress: Optional[bool] = None,
-                 run_state: Optional[Dict[str, Any]] = None):
+                 run_state: Optional[Dict[str, Any]] = None, world: Optional[World] = None):
         self.model = model.to(device)
+        self.world = world or World()
+        # What the training steps call: under torchrun DDP averages the gradients over the ranks.
+        self.network = self.model
+        if self.world.distributed:
+            ids = [torch.device(device)] if torch.device(device).type == "cuda" else None
+            self.network = DistributedDataParallel(self.model, device_ids=ids)
         self.train_loader = train_loader
         self.val_loader = val_loader
         self.settings = settings
@@ -77,7 +94,10 @@ class ClassifierTrainer:
             self.validate()
         meta = dict(self.meta, epoch=self.epoch, iteration=self.iteration, val_acc=self.last_val.acc,
                     val_loss=self.last_val.loss, settings=asdict(self.settings))
-        path = save_checkpoint(self.checkpoint_path(self.iteration), self.model, meta)
+        path = self.checkpoint_path(self.iteration)
+        if not self.world.is_main:  # only rank 0 writes; the others hold the same weights and state
+            return path
+        save_checkpoint(path, self.model, meta)
         if final:
             remove_state(self.run_dir)
         else:
@@ -87,12 +107,16 @@ class ClassifierTrainer:
     def state_dict(self) -> Dict[str, Any]:
         """Everything but the weights (which are in the checkpoint of the same iteration) to continue the run."""
         cuda = self.device.type == "cuda"
-        return {"run": self.run_state, "iteration": self.iteration, "epoch": self.epoch,
-                "checkpoint": self.checkpoint_path(self.iteration).name,
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "train_loader": self.train_loader.state_dict(), "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if cuda else [],
-                "totals": dict(self.totals), "log_rows": list(self.log_rows)}
+        state = {"run": self.run_state, "iteration": self.iteration, "epoch": self.epoch,
+                 "checkpoint": self.checkpoint_path(self.iteration).name,
+                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "train_loader": self.train_loader.state_dict(), "torch_rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state_all() if cuda else [],
+                 "totals": dict(self.totals), "log_rows": list(self.log_rows)}
+        if self.world.distributed:  # a resume must use as many processes; each rank owns one GPU only
+            state["world_size"] = self.world.size
+            state["cuda_rng"] = [torch.cuda.get_rng_state(self.device)] if cuda else []
+        return state
 
     def load_state_dict(self, state: Dict[str, Any], weights: Dict[str, torch.Tensor]) -> None:
         """Continue from a resume state and the weights of its checkpoint."""
@@ -102,7 +126,10 @@ class ClassifierTrainer:
         self.train_loader.load_state_dict(state["train_loader"])
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+            if self.world.distributed:
+                torch.cuda.set_rng_state(state["cuda_rng"][0], self.device)
+            else:
+                torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.iteration, self.epoch = int(state["iteration"]), int(state["epoch"])
         self.totals = dict(state["totals"])
         self.log_rows = [dict(row) for row in state["log_rows"]]
@@ -114,19 +141,20 @@ class ClassifierTrainer:
 
     # -- loop --------------------------------------------------------------------------------
     def validate(self) -> EvalResult:
+        broadcast_buffers(self.model)  # under torchrun: rank 0's BatchNorm statistics on every rank
         self.last_val = evaluate(self.model, self.val_loader, self.multilabel, self.device)
         self.val_iteration = self.iteration
         return self.last_val
 
     def train_epoch(self) -> Dict[str, float]:
         """The (rest of the) current epoch; the running totals carry over a resume."""
-        self.model.train()
+        self.network.train()
         totals = self.totals
         bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.settings.epochs}", leave=False,
-                   disable=None if self.progress is None else not self.progress)
+                   disable=self._quiet())
         for inputs, targets in bar:
             inputs, targets = inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
-            logits = self.model(inputs)
+            logits = self.network(inputs)
             loss = task_loss(logits, targets, self.multilabel)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -135,17 +163,30 @@ class ClassifierTrainer:
             with torch.no_grad():
                 batch = targets.shape[0]
                 hits = (predictions_of(logits, self.multilabel) == targets.long()).float().mean().item()
-                totals["loss"] += loss.item() * batch
-                totals["hits"] += hits * batch
-                totals["seen"] += batch
+                if self.world.distributed:  # the whole global batch, summed over the ranks
+                    loss_sum, hits_sum, batch = all_reduce_sum([loss.item() * batch, hits * batch, batch])
+                    totals["loss"] += loss_sum
+                    totals["hits"] += hits_sum
+                    totals["seen"] += int(batch)
+                else:
+                    totals["loss"] += loss.item() * batch
+                    totals["hits"] += hits * batch
+                    totals["seen"] += batch
             bar.set_postfix(loss=f"{totals['loss'] / totals['seen']:.3f}", acc=f"{totals['hits'] / totals['seen']:.3f}")
             if self._due():
                 self.save()
         seen = max(totals["seen"], 1)
         return {"train_loss": totals["loss"] / seen, "train_accuracy": totals["hits"] / seen}
 
+    def _quiet(self) -> Optional[bool]:
+        """tqdm's ``disable``: None (only on a terminal) unless ``progress`` says; ranks other than 0 stay silent."""
+        if not self.world.is_main:
+            return True
+        return None if self.progress is None else not self.progress
+
     def run(self) -> pd.DataFrame:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.world.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         if not self.resumed:
             self.save()  # iteration 0: the untrained network
         while self.epoch < self.settings.epochs:
@@ -159,6 +200,8 @@ class ClassifierTrainer:
             row = {"epoch": self.epoch, "iteration": self.iteration, **stats, "val_loss": val.loss,
                    "val_accuracy": val.acc, "lr": lr, "seconds": time.perf_counter() - started}
             self.log_rows.append(row)
+            if not self.world.is_main:
+                continue
             write_csv(self.run_dir / LOG_NAME, pd.DataFrame(self.log_rows))
             tqdm.write(f"epoch {self.epoch}/{self.settings.epochs}: train loss {stats['train_loss']:.4f} "
                        f"acc {stats['train_accuracy']:.4f} | val loss {val.loss:.4f} acc {val.acc:.4f} | "
