@@ -12,7 +12,7 @@ from tests.conftest import REPO
 
 WEIGHTS = REPO / "model_weights"
 FAMILIES = {"LeNet": ("lenet", 3), "Tiny10": ("tiny10", 3), "ResNet20_w1": ("resnet20_w1", 2),
-            "ResNet_1111_w8": ("resnet_1111_w8", 2)}
+            "ResNet_1111_w8": ("resnet_1111_w8", 2), "ResNet_2222_w8": ("resnet_2222_w8", 2)}
 
 
 def final(family: str, seed: int):
