@@ -128,7 +128,7 @@ def test_float32_grams_keep_float64_accuracy_with_offsets(offset):
     naive = float((h @ k @ h * (h @ l @ h)).sum() / torch.sqrt((h @ k @ h).square().sum() * (h @ l @ h).square().sum()))
     assert abs(naive - cka(acts[0], other[0])) > 1e-2
     # the float32 Gram itself, once re-centred in float64 (what the biased estimator uses)
-    exact = linear_gram(acts32[0].double(), "float64")
+    exact = double_center_(linear_gram(acts32[0].double(), "float64"))
     fast = double_center_(linear_gram(acts32[0], "float32").double())
     assert torch.allclose(fast, exact, rtol=0, atol=1e-6 * float(exact.abs().max()))
 

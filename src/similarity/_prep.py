@@ -8,12 +8,12 @@ Conventions (all measures):
   the closed-form maps) instead use :func:`pixel_rows`: pixels are samples, channels are features.
 - Mismatched N is a :class:`UserError` naming both shapes; NaN/inf in an input is a UserError.
 - The second tensor (and ``inputs`` of dCKA) is moved to the first one's device.
-- All arithmetic is float64: the input is converted to float64 *first*, the column mean is
-  computed and subtracted in float64, and only then are products formed. This costs about 2x in
-  CPU matmul time against float32 but removes the catastrophic cancellation of centring an
-  uncentred float32 Gram afterwards (an offset of 1e4 on float32 data makes such Grams useless).
-  On GPUs with slow float64 (consumer cards) this is much slower than float32; correctness was
-  chosen over speed. (MPS has no float64 and is not supported.)
+- Data are centred *before* any product is formed: the column mean is computed and subtracted
+  first, which removes the catastrophic cancellation of centring an uncentred float32 Gram
+  afterwards (an offset of 1e4 on float32 data makes such Grams useless). The linear CKAs
+  (:mod:`src.similarity.hsic`) then multiply float32 data in float32 (float64 data in float64) and
+  sum every product in float64; every other measure converts to float64 first and works in float64
+  throughout. (MPS has no float64 and is not supported.)
 """
 from typing import Optional, Sequence, Tuple
 

@@ -158,7 +158,7 @@ def hsic_terms(f1: torch.Tensor, f2: Optional[torch.Tensor] = None) -> Terms:
         cross = f1 @ f1.T
         s1 = cross.diagonal().clone()
         return cross, s1, s1
-    return f1 @ f2.T, torch.linalg.vecdot(f1, f1), torch.linalg.vecdot(f2, f2)
+    return f1 @ f2.T, f1.square().sum(-1), f2.square().sum(-1)
 
 
 def ratio(kl: torch.Tensor, kk: torch.Tensor, ll: torch.Tensor) -> torch.Tensor:
