@@ -14,6 +14,11 @@ output and every residual block's output; for networks without residual blocks e
 Each sender layer's activations on the unaugmented training split are computed once and reused for
 every receiver layer (as stitch_nets.py --cache-front).
 
+Scaling out (see README "Sweeps at scale"): `torchrun --nproc_per_node=N stitch_matrix.py ...` shares the
+cells among N processes (one GPU each; gloo on the CPU); `--shard K/N` runs only the K-th of N slices (job
+arrays) and `stitch_matrix.py --collect RUN_DIR` writes the tables once all slices are done; `--resume`
+finishes an interrupted run, keeping its finished cells.
+
 Example:
   python stitch_matrix.py model_weights/Tiny10/FashionMNIST/in0-gn0/8580.pt \\
       model_weights/Tiny10/FashionMNIST/in1-gn1/8580.pt --sender-layers 're:bn\\d' --receiver-layers 're:bn\\d' \\
@@ -29,6 +34,7 @@ from src.stitching.options import add_stitch_options
 def parse_args(argv=None):
     from src.stitching.job import StitchJob
     from src.stitching.matrix import MatrixJob
+    from src.sweep.shard import parse_shard
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sender", help="checkpoint of the sender (front) network")
@@ -44,19 +50,42 @@ def parse_args(argv=None):
                    help="seed of a freshly initialised control network (sender: this, receiver: this + 1); default 0")
     p.add_argument("--depth-axes", action="store_true",
                    help="draw cells at proportional depth (i/(I-1), j/(J-1)) so networks of different lengths compare")
+    p.add_argument("--resume", action="store_true",
+                   help="finish an existing run folder: keep its finished cells, run the others; refused if the run's "
+                        "parameters (run.json) differ")
+    p.add_argument("--shard", type=parse_shard, default=None, metavar="K/N",
+                   help="run only the K-th (from 1) of N deterministic slices of the cells and write their cell files; "
+                        "then stitch_matrix.py --collect RUN_DIR writes the tables")
     add_stitch_options(p, matrix=True)
     ns = vars(p.parse_args(argv))
-    matrix = {k: ns.pop(k) for k in ("sender_layers", "receiver_layers", "controls", "control_seed", "depth_axes")}
+    matrix = {k: ns.pop(k) for k in ("sender_layers", "receiver_layers", "controls", "control_seed", "depth_axes",
+                                     "resume", "shard")}
     job = StitchJob(front_model=ns.pop("sender"), end_model=ns.pop("receiver"), front_layer="", end_layer="",
                     cache_front=True, no_augment=True, **ns)
     return MatrixJob(job=job, **matrix)
 
 
-def main(argv=None):
-    from src.stitching.matrix import print_summary, run_matrix
+def parse_collect(argv):
+    p = argparse.ArgumentParser(prog="stitch_matrix.py --collect",
+                                description="write the matrix files of a run folder from its finished cell files")
+    p.add_argument("--collect", required=True, metavar="RUN_DIR", help="the run folder (results/<run-name>)")
+    return p.parse_args(argv).collect
 
-    mjob = parse_args(argv)
-    path, summary = run_matrix(mjob, script_argv(__file__, argv))
+
+def main(argv=None):
+    from src.stitching.matrix import collect_matrix, print_summary, run_matrix
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    if any(a == "--collect" or a.startswith("--collect=") for a in args):
+        path, summary = collect_matrix(parse_collect(args), script_argv(__file__, argv))
+    else:
+        mjob = parse_args(argv)
+        path, summary = run_matrix(mjob, script_argv(__file__, argv))
+        if path is None:
+            if mjob.shard is not None:
+                print(f"shard {mjob.shard[0]}/{mjob.shard[1]} done; when every shard is, run "
+                      f"stitch_matrix.py --collect RUN_DIR to write the tables")
+            return
     print_summary(summary)
     print(f"wrote {path} and the tables, matrix.png and cells/ beside it")
 

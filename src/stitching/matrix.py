@@ -26,14 +26,14 @@ import pandas as pd
 import torch
 
 from src.compare.common import display_name
-from src.config import get_config
+from src.config import get_config, resolve_device
 from src.errors import UserError
 from src.features import select_layers
 from src.features.blocks import block_outputs
 from src.models import create_model
 from src.models.checkpoint import save_checkpoint
 from src.provenance import jsonable, provenance
-from src.results_io import claim_output, write_csv, write_pickle
+from src.results_io import claim_output, try_claim, write_csv, write_pickle
 from src.similarity import layer_similarity
 from src.stitching.cut import INPUT_LAYER, FrontPart
 from src.stitching.evess import SimilarityTwins, print_evess
@@ -44,6 +44,10 @@ from src.stitching.matrix_stats import proportional_depths, spearman, triangle_s
 from src.stitching.objectives import check_objective
 from src.stitching.run import (EVAL_BATCH, Pair, build_cell, front_cache, load_pair, run_dir, run_stitch,
                                write_result)
+from src.sweep.finished import finished_result, remove_leftovers
+from src.sweep.runinfo import (RUN_INFO, check_same_run, matrix_job_from_info, publish_once, publish_or_check,
+                               read_run_info, run_parameters)
+from src.sweep.shard import cells_for
 from src.validation import check_batch_fits, check_stitch_job, check_writable_dir
 
 FORMAT = "drfrank-stitch-matrix"
@@ -65,6 +69,8 @@ class MatrixJob:
     controls: bool = False
     depth_axes: bool = False
     control_seed: int = 0
+    resume: bool = False  # rejoin an existing run folder with the same parameters: finished cells are skipped
+    shard: Optional[Tuple[int, int]] = None  # (K, N): run only the K-th (from 1) of N slices of the cells, no tables
 
 
 @dataclass
@@ -125,8 +131,13 @@ def check_compatible(pair: Pair) -> None:
 
 def refuse_existing_run(run_folder: Path, overwrite: bool) -> None:
     if run_folder.exists() and not overwrite:
-        raise UserError(f"{run_folder} already exists; pass --overwrite to replace it or choose another "
-                        f"--run-name (resuming a matrix is not supported yet)")
+        raise UserError(f"{run_folder} already exists; pass --overwrite to replace it, --resume to finish it or "
+                        f"choose another --run-name")
+
+
+def joins_run(mjob: MatrixJob) -> bool:
+    """--resume and every --shard rejoin a run folder (same parameters, finished cells kept) instead of refusing it."""
+    return mjob.resume or mjob.shard is not None
 
 
 def random_checkpoint(checkpoint: str, role: str, run_folder: Path, seed: int) -> Dict[str, Any]:
@@ -145,7 +156,10 @@ def plan_matrix(mjob: MatrixJob, config=None) -> Tuple[Plan, Pair]:
     check_objective(base.objective, matrix=True)
     config = config or get_config()
     run_folder = run_dir(base, config)
-    refuse_existing_run(run_folder, base.overwrite)
+    if joins_run(mjob) and base.overwrite:
+        raise UserError("--overwrite empties the run folder, --resume / --shard keep its finished cells; pass one of them")
+    if not joins_run(mjob):
+        refuse_existing_run(run_folder, base.overwrite)
     check_writable_dir(run_folder)
     pair = load_pair(base, config)
     check_compatible(pair)
@@ -184,12 +198,14 @@ def _write_random_networks(plan: Plan, pair: Pair) -> None:
         model = create_model(meta["model"], n_classes=meta["n_classes"], n_channels=meta["n_channels"], seed=control["seed"])
         info = {k: v for k, v in meta.items() if k != "provenance"}
         info.update(init_seed=control["seed"], epoch=0, iteration=0, random_control=True)
-        save_checkpoint(control["checkpoint"], model.eval(), info)
+        # once per run folder: a resumed run or another shard must stitch the very same file (its digest is checked)
+        publish_once(Path(control["checkpoint"]), lambda tmp: save_checkpoint(tmp, model.eval(), info))
 
 
 def _clear_previous(run_folder: Path) -> None:
     """With --overwrite: remove what an earlier matrix run wrote there (the pickle, its marker, first)."""
     (run_folder / "matrix.pkl").unlink(missing_ok=True)
+    (run_folder / RUN_INFO).unlink(missing_ok=True)
     for sub in ("cells", "controls"):
         shutil.rmtree(run_folder / sub, ignore_errors=True)
     for path in list(run_folder.glob("*.csv")) + [run_folder / "matrix.png", run_folder / "images.png"]:
@@ -214,74 +230,194 @@ def _frame(values: Dict[Tuple[str, str], float], senders, receivers) -> pd.DataF
     return pd.DataFrame(data, index=pd.Index(senders, name="sender layer"), columns=list(receivers))
 
 
-def run_matrix(mjob: MatrixJob, argv=None, progress: Optional[bool] = None) -> Tuple[Path, Dict[str, Any]]:
-    """Plan, run every cell, write the tables, ``matrix.png`` and (last) ``matrix.pkl``; returns its path and content."""
-    from tqdm import tqdm
+def run_matrix(mjob: MatrixJob, argv=None, progress: Optional[bool] = None) -> Tuple[Optional[Path], Optional[Dict[str, Any]]]:
+    """Plan, run the cells, write the tables, ``matrix.png`` and (last) ``matrix.pkl``; returns its path and content.
+
+    Under torchrun each rank runs its slice of the cells (:func:`src.sweep.shard.cells_for`) on its own
+    device; rank 0 prepares the run folder, waits for all ranks and writes the matrix files. With
+    ``shard`` only that slice's cell files are written (``(None, None)`` is returned; ``--collect`` makes
+    the tables). Cells whose pickle is finished with the same parameters are skipped (``--resume``).
+    """
+    from src.distributed import barrier, main_does, session
 
     started_all = time.perf_counter()
-    plan, trained_pair = plan_matrix(mjob)
+    requested = resolve_device(mjob.job.device or get_config().device)
+    with session(requested) as world:
+        if world.distributed:
+            mjob = replace(mjob, job=replace(mjob.job, device=str(world.device)))
+        plan, trained_pair = plan_matrix(mjob)
+        if plan.base.objective == "both" and (joins_run(mjob) or world.distributed):
+            raise UserError("--objective both runs in one process without --resume/--shard for now (its EV/ES/SV "
+                            "tables are measured beside the cells); run it without them")
+        barrier()  # every rank has checked the run folder before rank 0 creates it
+        claim = None
+        if world.is_main and mjob.shard is None:  # shards of a job array share the folder (each cell is claimed)
+            claim = claim_output(plan.run_folder)
+        try:
+            main_does(_prepare_folder, mjob, plan, trained_pair, argv)
+            pairs = _load_pairs(plan, trained_pair)
+            mine = cells_for(plan.cells, mjob.shard, world.rank, world.size)
+            done = run_cells(plan, pairs, mine, argv, progress, label=f"[rank {world.rank}] " if world.distributed else "")
+            barrier()  # every rank's cells are on disk
+            if not world.is_main or mjob.shard is not None:
+                return None, None
+            summary = summarise(mjob, plan, pairs, done, argv)
+            summary["timing"]["total_seconds"] = time.perf_counter() - started_all
+            return _write_outputs(plan, summary, mjob.depth_axes), summary
+        finally:
+            if claim is not None:
+                claim.release()
+
+
+def _prepare_folder(mjob: MatrixJob, plan: Plan, pair: Pair, argv) -> None:
+    """Rank 0, before any cell: refuse or empty an existing folder (or, joining, check its run.json), write run.json
+    and the random control networks."""
     folder = plan.run_folder
-    with claim_output(folder):
+    if not joins_run(mjob):
         refuse_existing_run(folder, plan.base.overwrite)  # again, now that no other run can get past this point
         if plan.base.overwrite and folder.exists():
             _clear_previous(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        _write_random_networks(plan, trained_pair)
-        pairs = {"trained": trained_pair}
-        for variant in plan.checkpoints:
-            if variant not in pairs:
-                sender, receiver = plan.checkpoints[variant]
-                pairs[variant] = load_pair(replace(plan.base, front_model=sender, end_model=receiver))
-        started = time.perf_counter()
-        cka = {v: cka_matrix_of(pairs[v], plan.base, plan.senders, plan.receivers) for v in plan.checkpoints}
-        cka_samples = cka["trained"][1]
-        cka = {v: frame for v, (frame, _) in cka.items()}
-        cka_seconds = time.perf_counter() - started
+    folder.mkdir(parents=True, exist_ok=True)
+    publish_or_check(folder, run_parameters(mjob, plan.base, pair.digests or {}, plan.senders, plan.receivers), argv)
+    _write_random_networks(plan, pair)
 
-        results: Dict[str, Dict[str, Dict]] = {v: {} for v in plan.checkpoints}
-        seconds: Dict[str, Dict] = {v: {} for v in plan.checkpoints}
-        cache_seconds: Dict[str, Dict[str, float]] = {v: {} for v in plan.checkpoints}
-        twins = SimilarityTwins(plan.base.objective == "both", plan.senders, plan.receivers)
-        bar = tqdm(total=len(plan.cells), desc="stitch matrix", unit="cell", disable=None if progress is None else not progress)
-        for variant in plan.checkpoints:
-            pair = pairs[variant]
-            for s in plan.senders:
-                started = time.perf_counter()
-                cache = front_cache(pair, plan.base, FrontPart(pair.front_model, s, plan.base.fold_bn))
-                cache_seconds[variant][s] = time.perf_counter() - started
-                for cell in [c for c in plan.cells if c.variant == variant and c.job.front_layer == s]:
-                    r = cell.job.end_layer
-                    started = time.perf_counter()
-                    timing = {"cache_seconds": cache_seconds[variant][s], "cache_shared_by_cells": len(plan.receivers)}
-                    frank = build_cell(pair, cell.job)
-                    result = run_stitch(pair, cell.job, folder, argv, cache=cache, frank=frank, timing=timing)
-                    write_result(cell.path, result)
-                    twin = twins.run(pair, cell, frank, folder, argv, cache, timing)
-                    seconds[variant][(s, r)] = time.perf_counter() - started
-                    results[variant][(s, r)] = result
-                    acc = result["model_results"]
+
+def _load_pairs(plan: Plan, trained_pair: Pair) -> Dict[str, Pair]:
+    pairs = {"trained": trained_pair}
+    for variant in plan.checkpoints:
+        if variant not in pairs:
+            sender, receiver = plan.checkpoints[variant]
+            pairs[variant] = load_pair(replace(plan.base, front_model=sender, end_model=receiver))
+    return pairs
+
+
+@dataclass
+class Done:
+    """What :func:`run_cells` leaves for the tables: results and wall times of the cells this process ran."""
+
+    results: Dict[str, Dict[Tuple[str, str], Dict]]
+    seconds: Dict[str, Dict[Tuple[str, str], float]]
+    cache_seconds: Dict[str, Dict[str, float]]
+    twins: Any
+
+
+def run_cells(plan: Plan, pairs: Dict[str, Pair], cells: Sequence[Cell], argv=None, progress: Optional[bool] = None,
+              label: str = "") -> Done:
+    """Run ``cells`` (in plan order): each sender layer's cache once, then its receiver layers; skips finished cells
+    and cells another process has claimed. Each cell is seeded by its own job (:func:`build_cell`), never by what ran before."""
+    from tqdm import tqdm
+
+    folder = plan.run_folder
+    done = Done({v: {} for v in plan.checkpoints}, {v: {} for v in plan.checkpoints}, {v: {} for v in plan.checkpoints},
+                SimilarityTwins(plan.base.objective == "both", plan.senders, plan.receivers))
+    bar = tqdm(total=len(cells), desc=f"{label}stitch matrix", unit="cell", disable=None if progress is None else not progress)
+    groups: Dict[Tuple[str, str], List[Cell]] = {}
+    for cell in cells:
+        groups.setdefault((cell.variant, cell.job.front_layer), []).append(cell)
+    for (variant, s), group in groups.items():
+        pair = pairs[variant]
+        todo = [c for c in group if finished_result(c.path, c.job, pair.digests) is None]
+        bar.update(len(group) - len(todo))
+        if len(todo) < len(group):
+            tqdm.write(f"{label}{variant:15s} {s}: {len(group) - len(todo)} finished cell(s) kept")
+        cache = None
+        for cell in todo:
+            claim = try_claim(cell.path)
+            if claim is None:  # another process is running this cell
+                tqdm.write(f"{label}{variant:15s} {s} -> {cell.job.end_layer}: running elsewhere, skipped")
+                bar.update()
+                continue
+            with claim:
+                if finished_result(cell.path, cell.job, pair.digests) is not None:  # finished meanwhile
                     bar.update()
-                    mse = f", mse stitch {twin['model_results']['trans']['acc']:.4f}" if twin is not None else ""
-                    tqdm.write(f"{variant:15s} {s} -> {r}: stitched acc {acc['trans']['acc']:.4f}, least squares "
-                               f"{acc['ps_inv']['acc']:.4f}{mse} ({seconds[variant][(s, r)]:.1f} s)")
-                del cache
-        bar.close()
-        summary = _assemble(mjob, plan, results, cka, seconds, cache_seconds, cka_seconds, argv)
-        extra = twins.tables()
-        if "matrix_mse" in extra:
-            summary["tables"]["matrix_mse"] = summary["matrix_mse"] = extra.pop("matrix_mse")
-        summary.update(extra)
-        if INPUT_LAYER in plan.receivers:
-            summary["images"] = {s: {"task" if plan.base.objective == "both" else plan.base.objective:
-                                     results["trained"][(s, INPUT_LAYER)]["images"],
-                                     **({"mse": twins.results[(s, INPUT_LAYER)]["images"]} if twins.enabled else {})}
-                                 for s in plan.senders}
-        summary["cka_samples"] = cka_samples
-        summary["train_samples"] = trained_pair.plain_train(plan.base).num_samples
-        summary["test_samples"] = trained_pair.fixed_loader(plan.base, "test", EVAL_BATCH).num_samples
-        summary["timing"]["total_seconds"] = time.perf_counter() - started_all
-        path = _write_outputs(plan, summary, mjob.depth_axes)
-    return path, summary
+                    continue
+                remove_leftovers(cell.path)
+                if cache is None:
+                    started = time.perf_counter()
+                    cache = front_cache(pair, plan.base, FrontPart(pair.front_model, s, plan.base.fold_bn))
+                    done.cache_seconds[variant][s] = time.perf_counter() - started
+                r = cell.job.end_layer
+                started = time.perf_counter()
+                timing = {"cache_seconds": done.cache_seconds[variant][s], "cache_shared_by_cells": len(plan.receivers)}
+                frank = build_cell(pair, cell.job)
+                result = run_stitch(pair, cell.job, folder, argv, cache=cache, frank=frank, timing=timing)
+                write_result(cell.path, result)
+                twin = done.twins.run(pair, cell, frank, folder, argv, cache, timing)
+            done.seconds[variant][(s, r)] = time.perf_counter() - started
+            done.results[variant][(s, r)] = result
+            acc = result["model_results"]
+            bar.update()
+            mse = f", mse stitch {twin['model_results']['trans']['acc']:.4f}" if twin is not None else ""
+            tqdm.write(f"{label}{variant:15s} {s} -> {r}: stitched acc {acc['trans']['acc']:.4f}, least squares "
+                       f"{acc['ps_inv']['acc']:.4f}{mse} ({done.seconds[variant][(s, r)]:.1f} s)")
+        del cache
+    bar.close()
+    return done
+
+
+def _cell_seconds(result: Dict[str, Any]) -> float:
+    """A cell's wall time from its own record (statistics, epochs, evaluation) when another process ran it."""
+    t = result.get("timing", {})
+    return float(t.get("statistics_seconds", 0.0) + sum(t.get("epoch_seconds", [])) + t.get("evaluation_seconds", 0.0))
+
+
+def summarise(mjob: MatrixJob, plan: Plan, pairs: Dict[str, Pair], done: Optional[Done], argv=None) -> Dict[str, Any]:
+    """The matrix summary from every cell: those in ``done`` as they are, the others read from their finished pickles.
+
+    A cell that is not finished (missing, incomplete or computed with other parameters) is a one-line
+    UserError listing them: run their shards again or resume."""
+    done = done or Done({}, {}, {}, SimilarityTwins(False, plan.senders, plan.receivers))
+    results: Dict[str, Dict] = {v: {} for v in plan.checkpoints}
+    seconds: Dict[str, Dict] = {v: {} for v in plan.checkpoints}
+    missing = []
+    for cell in plan.cells:
+        key = (cell.job.front_layer, cell.job.end_layer)
+        result = done.results.get(cell.variant, {}).get(key)
+        if result is None:
+            result = finished_result(cell.path, cell.job, pairs[cell.variant].digests)
+        if result is None:
+            missing.append(str(cell.path.relative_to(plan.run_folder).with_suffix("")))
+            continue
+        results[cell.variant][key] = result
+        seconds[cell.variant][key] = done.seconds.get(cell.variant, {}).get(key, _cell_seconds(result))
+    if missing:
+        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        raise UserError(f"{len(missing)} of {len(plan.cells)} cells of {plan.run_folder} are not finished ({shown}); "
+                        f"run their shards again or rerun with --resume (finished cells are kept)")
+    started = time.perf_counter()
+    cka = {v: cka_matrix_of(pairs[v], plan.base, plan.senders, plan.receivers) for v in plan.checkpoints}
+    cka_samples = cka["trained"][1]
+    cka = {v: frame for v, (frame, _) in cka.items()}
+    cka_seconds = time.perf_counter() - started
+    twins = done.twins
+    summary = _assemble(mjob, plan, results, cka, seconds, done.cache_seconds, cka_seconds, argv)
+    extra = twins.tables()
+    if "matrix_mse" in extra:
+        summary["tables"]["matrix_mse"] = summary["matrix_mse"] = extra.pop("matrix_mse")
+    summary.update(extra)
+    if INPUT_LAYER in plan.receivers:
+        summary["images"] = {s: {"task" if plan.base.objective == "both" else plan.base.objective:
+                                 results["trained"][(s, INPUT_LAYER)]["images"],
+                                 **({"mse": twins.results[(s, INPUT_LAYER)]["images"]} if twins.enabled else {})}
+                             for s in plan.senders}
+    trained_pair = pairs["trained"]
+    summary["cka_samples"] = cka_samples
+    summary["train_samples"] = trained_pair.plain_train(plan.base).num_samples
+    summary["test_samples"] = trained_pair.fixed_loader(plan.base, "test", EVAL_BATCH).num_samples
+    summary["timing"]["total_seconds"] = float(sum(frame for v in seconds.values() for frame in v.values()))
+    return summary
+
+
+def collect_matrix(run_folder, argv=None) -> Tuple[Path, Dict[str, Any]]:
+    """``stitch_matrix.py --collect RUN_DIR``: the matrix files from the finished cells of a run folder (no training)."""
+    folder = Path(run_folder)
+    mjob = matrix_job_from_info(read_run_info(folder), folder)
+    plan, trained_pair = plan_matrix(mjob)
+    with claim_output(plan.run_folder):
+        check_same_run(plan.run_folder, run_parameters(mjob, plan.base, trained_pair.digests or {}, plan.senders,
+                                                       plan.receivers))
+        summary = summarise(mjob, plan, _load_pairs(plan, trained_pair), None, argv)
+        return _write_outputs(plan, summary, mjob.depth_axes), summary
 
 
 def _assemble(mjob, plan: Plan, results, cka, seconds, cache_seconds, cka_seconds, argv) -> Dict[str, Any]:
