@@ -15,7 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-EXPECTED = {"stitching_results.ipynb", "layer_similarity.ipynb"}
+EXPECTED = {"stitching_results.ipynb", "layer_similarity.ipynb", "stitch_matrix.ipynb"}
 CELL_TIMEOUT_S = 600  # a cell on a loaded 2-core machine; the notebooks take a minute or two in all
 
 
