@@ -12,7 +12,7 @@ from src.cli import run_main
 from src.data import get_loader, load_split
 from src.models.checkpoint import save_checkpoint
 from src.models.registry import register_model
-from src.stitching.evess import diagonal_position, evess_summary, evess_table
+from src.stitching.evess import cell_position, diagonal_position, evess_summary, evess_table
 from src.stitching.layers import make_stitch
 from src.stitching.matrix import run_matrix
 from src.stitching.results import load_result, load_summaries
@@ -109,16 +109,17 @@ def test_objective_both_trains_a_twin_per_cell_and_the_statistics_recompute_from
                 assert row[name] == pytest.approx(mse, rel=1e-5)
                 assert row[f"{name}_rel"] == pytest.approx(mse / variance, rel=1e-5)
             assert row["EV_over_ES"] == pytest.approx(row["EV"] / row["ES"], rel=1e-12)
-    # senders at depths 0, 1 (bn7, bn8), receivers at depths 0, 1 (input, bn8)
+    # the input column is its own group; bn8 is then the only receiver layer, which spans all depths (as a single
+    # layer does in the matrix's triangle statistic), so both of its cells count as on the diagonal
     assert dict(zip(zip(table["sender layer"], table["receiver layer"]), table["position"])) == {
-        ("bn7", "input"): "diagonal", ("bn7", "bn8"): "above diagonal",
-        ("bn8", "input"): "below diagonal", ("bn8", "bn8"): "diagonal"}
+        ("bn7", "input"): "input", ("bn7", "bn8"): "diagonal",
+        ("bn8", "input"): "input", ("bn8", "bn8"): "diagonal"}
     saved = pd.read_csv(run / "evess_summary.csv", index_col=[0, 1])
     assert saved.loc[("all", "mean"), "ES"] == pytest.approx(table["ES"].mean(), rel=1e-12)
     diagonal = table[table["position"] == "diagonal"]
     assert saved.loc[("diagonal", "max"), "EV_rel"] == pytest.approx(diagonal["EV_rel"].max(), rel=1e-12)
     assert saved.loc[("diagonal", "std"), "SV"] == pytest.approx(diagonal["SV"].std(ddof=1), rel=1e-9)
-    assert saved.loc[("all", "min"), "n_cells"] == 4
+    assert saved.loc[("all", "min"), "n_cells"] == 4 and saved.loc[("input", "mean"), "n_cells"] == 2
     assert pd.read_csv(run / "cka.csv", index_col=0)["input"].isna().all()  # no CKA with the raw input
     assert (run / "images.png").stat().st_size > 0
     assert set(summary["images"]) == {"bn7", "bn8"} and set(summary["images"]["bn7"]) == {"task", "mse"}
@@ -127,6 +128,9 @@ def test_objective_both_trains_a_twin_per_cell_and_the_statistics_recompute_from
 
 
 def test_diagonal_positions_follow_proportional_depth_and_the_summary_groups_them():
+    # the input column is its own group and does not shift the others' depths
+    assert cell_position("b", "input", ["a", "b"], ["input", "a", "b"]) == "input"
+    assert cell_position("b", "b", ["a", "b"], ["input", "a", "b"]) == "diagonal"
     # 3 senders (depths 0, 1/2, 1) x 5 receivers (0, 1/4, 1/2, 3/4, 1): the diagonal is (0,0), (1,2), (2,4).
     positions = [[diagonal_position(i, j, 3, 5) for j in range(5)] for i in range(3)]
     assert [(i, j) for i in range(3) for j in range(5) if positions[i][j] == "diagonal"] == [(0, 0), (1, 2), (2, 4)]

@@ -19,7 +19,9 @@ test samples (population variance, ddof 0). ``EV_rel = 1`` is as far as always a
 per-feature mean. ``evess.csv`` has one row per cell; ``evess_summary.csv`` the min / mean / max /
 std of each column over all cells, the cells on the proportional diagonal (receiver depth = sender
 depth: the same layer in a self-matrix, as the paper's Tables 1 and 2), the cells below it (the
-"triangle" off the diagonal: receiver earlier than sender) and above it. EV >> ES on the triangle
+"triangle" off the diagonal: receiver earlier than sender) and above it, and the cells into the receiver's
+``input`` (image generation; placed by depth among the other receiver layers only, so a self-matrix with
+``input`` keeps its same-layer diagonal). EV >> ES on the triangle
 cells means the vanilla stitch reaches its accuracy with something other than what the receiver
 computes there.
 """
@@ -30,9 +32,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from src.stitching.cut import INPUT_LAYER
+
 MSE_SUFFIX = ".mse.pkl"
 COLUMNS = ("EV", "ES", "SV", "EL")
-GROUPS = ("all", "diagonal", "below diagonal", "above diagonal")
+GROUPS = ("all", "diagonal", "below diagonal", "above diagonal", "input")
 STATISTICS = ("min", "mean", "max", "std")
 
 
@@ -84,6 +88,15 @@ def diagonal_position(i: int, j: int, n_senders: int, n_receivers: int) -> str:
     return "diagonal" if left == right else ("below diagonal" if left < right else "above diagonal")
 
 
+def cell_position(sender: str, receiver: str, senders: List[str], receivers: List[str]) -> str:
+    """The group of a cell: ``input`` for a stitch into the input, else its place against the proportional
+    diagonal of the matrix without the ``input`` column."""
+    if receiver == INPUT_LAYER:
+        return INPUT_LAYER
+    layers = [r for r in receivers if r != INPUT_LAYER]
+    return diagonal_position(senders.index(sender), layers.index(receiver), len(senders), len(layers))
+
+
 def evess_table(rows: List[Dict[str, Any]]) -> pd.DataFrame:
     """One row per cell: sender and receiver layer, position, EV, ES, SV, their _rel forms, EV/ES, variance."""
     frame = pd.DataFrame(rows)
@@ -133,7 +146,7 @@ class SimilarityTwins:
         self.results[(s, r)] = result
         fitted = least_squares_stitch(twin.stitch, result["trans_m"]["ps_inv"])
         row = measure_evess(frank, twin.stitch, fitted, pair.fixed_loader(job, "test", EVAL_BATCH))
-        position = diagonal_position(self.senders.index(s), self.receivers.index(r), len(self.senders), len(self.receivers))
+        position = cell_position(s, r, self.senders, self.receivers)
         self.rows.append({"sender layer": s, "receiver layer": r, "position": position, **row})
         return result
 
