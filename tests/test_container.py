@@ -612,3 +612,16 @@ def test_default_config_does_not_use_the_cache(clean_config_env):
     assert cfg.source == REPO / "config" / "default.env"
     for path in (cfg.dataset_root, cfg.celeba_root, cfg.fashion_mnist_dir, cfg.results_dir, cfg.snapshots_dir):
         assert not str(path).startswith("/cache")
+
+
+# ---------------------------------------------------------------- docker_run.sh: a torchrun sweep on 4 GPUs
+
+
+def test_torchrun_sweep_on_four_gpus_gets_them_and_shared_memory_for_nccl(home):
+    command = ("torchrun --nproc_per_node=4 stitch_matrix.py a.pt b.pt --sender-layers blocks "
+               "--receiver-layers blocks -d cifar10 --run-name big")
+    run = parse_run(dry_run("-g", "0,1,2,3", "-c", command, home=home))
+    assert run["command"] == ["bash", "-c", command]  # reaches the container as one unchanged command
+    assert run["values"]["--gpus"] == "all" and run["env"]["CUDA_VISIBLE_DEVICES"] == "0,1,2,3"
+    assert run["values"]["--shm-size"] == "8g"  # NCCL's intra-node transport lives in /dev/shm
+    assert parse_run(dry_run("-g", "0,1,2,3", "-c", command, home=home, SHM_SIZE="32g"))["values"]["--shm-size"] == "32g"
