@@ -7,9 +7,11 @@ step on the same global batch up to the rounding of a reordered sum; ``train_mod
 with weights close to the one-process run; bad combinations are refused in one line.
 """
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -22,6 +24,7 @@ from src.distributed import World, session, world_from_env
 from src.errors import UserError
 from src.models import create_model
 from src.models.checkpoint import read_checkpoint
+from src.training.resume import STATE_NAME
 from src.training.run import check_same_world, check_world, train_from_args
 from src.training.trainer import ClassifierTrainer, TrainSettings
 from tests.conftest import REPO
@@ -128,12 +131,17 @@ def _argv(out, *extra):
             "--no-augment", "-o", str(out), *extra]
 
 
-def _torchrun(argv, nproc=2):
+def _torchrun_command(argv, nproc=2):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                str(REPO / "train_model.py"), *argv]
+    return command, env
+
+
+def _torchrun(argv, nproc=2):
+    command, env = _torchrun_command(argv, nproc)
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
 
 
@@ -169,6 +177,55 @@ def test_torchrun_two_ranks_writes_the_files_of_one_process_with_close_weights(t
     assert list(log_ddp["iteration"]) == list(log_one["iteration"]) == [3, 6]
     assert log_ddp["train_loss"].tolist() == pytest.approx(log_one["train_loss"].tolist(), rel=1e-3)
     assert log_ddp["val_loss"].tolist() == pytest.approx(log_one["val_loss"].tolist(), rel=1e-3)
+
+
+def _alive(pid) -> bool:
+    """Whether process ``pid`` still runs (a zombie, killed but not yet reaped by its parent, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def test_torchrun_run_killed_and_resumed_under_torchrun_ends_as_an_uninterrupted_one(tmp_path, fake_mnist):
+    # All 300 fake images but the 50 for validation: 7 iterations per epoch, 8 epochs, a checkpoint every 7.
+    argv = ["-m", "lenet", "-d", "mnist", "-e", "8", "-b", "32", "-s", "7", "--val-size", "50"]
+    command, env = _torchrun_command([*argv, "-o", str(tmp_path / "killed")])
+    run_dir = tmp_path / "killed" / RUN[0] / RUN[1] / RUN[2]
+    launcher = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (run_dir / "14.pt").exists() and launcher.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    # torchrun starts its workers in sessions of their own: SIGKILL them with the launcher.
+    workers = [int(pid) for pid in subprocess.run(["ps", "-o", "pid=", "--ppid", str(launcher.pid)],
+                                                  capture_output=True, text=True).stdout.split()]
+    assert len(workers) == 2
+    for pid in [launcher.pid, *workers]:
+        os.kill(pid, signal.SIGKILL)
+    launcher.wait()
+    for pid in workers:
+        while _alive(pid):
+            time.sleep(0.01)
+    assert (run_dir / "14.pt").exists() and not (run_dir / "56.pt").exists()  # killed mid-run
+    # One process may not continue a 2-process run (BatchNorm's statistics would change).
+    with pytest.raises(UserError, match="as it ran, on 2 processes"):
+        resume_argv = [*argv, "-o", str(tmp_path / "killed"), "--resume"]
+        train_from_args(train_model.parse_args(resume_argv), ["train_model.py", *resume_argv])
+    resumed = _torchrun([*argv, "-o", str(tmp_path / "killed"), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.count("resuming at iteration") == 1
+    reference = _torchrun([*argv, "-o", str(tmp_path / "reference")])
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    reference_dir = tmp_path / "reference" / RUN[0] / RUN[1] / RUN[2]
+    names = sorted(p.name for p in reference_dir.iterdir())
+    assert names == sorted(p.name for p in run_dir.iterdir()) and STATE_NAME not in names
+    for name in names:
+        if name.endswith(".pt"):  # gloo sums the two ranks' gradients in a fixed order: bit for bit
+            expected, got = read_checkpoint(reference_dir / name)[0], read_checkpoint(run_dir / name)[0]
+            assert all(torch.equal(expected[k], got[k]) for k in expected), name
+    logs = [pd.read_csv(d / "training_log.csv").drop(columns="seconds") for d in (run_dir, reference_dir)]
+    pd.testing.assert_frame_equal(*logs, check_exact=True)
 
 
 def test_a_torchrun_rank_refuses_a_batch_not_divisible_by_the_processes(tmp_path, fake_mnist):

@@ -42,6 +42,13 @@ def clear_run(run_dir) -> None:
         path.unlink()
 
 
+def remove_temporaries(run_dir) -> None:
+    """Delete the half-written temporaries a killed run left behind (``--resume`` writes those files anew)."""
+    for path in run_files(run_dir):
+        if _TEMPORARY.fullmatch(path.name):
+            path.unlink(missing_ok=True)
+
+
 def write_state(run_dir, state: Dict[str, Any]) -> Path:
     return atomic_write(Path(run_dir) / STATE_NAME, lambda f: torch.save(dict(state, version=STATE_VERSION), f))
 

@@ -22,7 +22,7 @@ from src.errors import UserError
 from src.models import canonical_model_name, create_model, model_display_name
 from src.models.checkpoint import read_checkpoint
 from src.provenance import provenance
-from src.training.resume import check_same_run, clear_run, read_state, run_files
+from src.training.resume import check_same_run, clear_run, read_state, remove_temporaries, run_files
 from src.training.trainer import ClassifierTrainer, TrainSettings
 from src.validation import check_batch_fits, check_train_job, check_writable_dir
 
@@ -108,8 +108,10 @@ def check_world(args: TrainJob, world: World, device) -> None:
 
 
 def claim_run_folder(run_dir: Path, args: TrainJob) -> None:
-    """Just before training: empty the folder (overwrite) or create it, failing if another run got there first."""
+    """Just before training: empty the folder (overwrite) or create it, failing if another run got there first;
+    a resumed run's folder loses only the temporaries of the killed run."""
     if args.resume:
+        remove_temporaries(run_dir)
         return
     if args.overwrite and run_dir.exists():
         clear_run(run_dir)
