@@ -13,6 +13,7 @@ on rank 0 stops all ranks with the same one-line message instead of leaving them
 """
 import os
 from contextlib import contextmanager
+from datetime import timedelta
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, List, Optional
 
@@ -83,11 +84,12 @@ def rank_device(world: World, device: torch.device) -> torch.device:
 
 
 @contextmanager
-def session(device) -> Iterator[World]:
+def session(device, timeout: Optional[timedelta] = None) -> Iterator[World]:
     """``with session(device) as world:`` the process group for the duration of the block (torchrun only).
 
     Opens it with NCCL when this rank's device is CUDA (after ``torch.cuda.set_device``), else gloo,
     and destroys it on leaving; a process group opened by the caller is used and left open.
+    ``timeout``: how long a collective (a barrier) may wait for the other ranks; torch's default when None.
     """
     world = world_from_env()
     world = replace(world, device=rank_device(world, device))
@@ -100,7 +102,8 @@ def session(device) -> Iterator[World]:
     if world.device.type == "cuda":
         torch.cuda.set_device(world.device)
     backend = "nccl" if world.device.type == "cuda" else "gloo"
-    dist.init_process_group(backend=backend, rank=world.rank, world_size=world.size)
+    dist.init_process_group(backend=backend, rank=world.rank, world_size=world.size,
+                            **({"timeout": timeout} if timeout is not None else {}))
     try:
         yield world
     finally:

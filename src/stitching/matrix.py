@@ -17,6 +17,7 @@ receiver, and the trained sender into ``random_receiver``.
 """
 import shutil
 import time
+from datetime import timedelta
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -56,6 +57,8 @@ BLOCKS = "blocks"
 VARIANTS = ("trained", "random_sender", "random_receiver")
 #: Files of a run folder that a matrix run writes (replaced as a whole with --overwrite).
 TABLES = ("matrix", "relative", "ps_inv", "cka")
+#: How long a torchrun rank may wait at a barrier for the others (their remaining cells).
+SWEEP_TIMEOUT = timedelta(days=7)
 
 
 @dataclass
@@ -242,7 +245,8 @@ def run_matrix(mjob: MatrixJob, argv=None, progress: Optional[bool] = None) -> T
 
     started_all = time.perf_counter()
     requested = resolve_device(mjob.job.device or get_config().device)
-    with session(requested) as world:
+    # ranks whose slices end early wait for the others at the last barrier: allow a long sweep (default: 30 min)
+    with session(requested, timeout=SWEEP_TIMEOUT) as world:
         if world.distributed:
             mjob = replace(mjob, job=replace(mjob.job, device=str(world.device)))
         plan, trained_pair = plan_matrix(mjob)
