@@ -145,7 +145,6 @@ def test_diagonal_positions_follow_proportional_depth_and_the_summary_groups_the
 
 # --- bad input: one line, exit 2, nothing written -------------------------------------------------------------
 
-@register_model("tokens_for_tests")
 class TokensForTests(nn.Module):
     """A receiver with a 2-d activation (4 tokens x 64), which no stitch kind maps a feature map to."""
 
@@ -157,6 +156,19 @@ class TokensForTests(nn.Module):
 
     def forward(self, x):
         return self.fc(self.tokens(self.conv(x)).mean(2))
+
+
+@pytest.fixture
+def tokens_model():
+    """Registers TokensForTests for one test and removes it again, so other tests see the zoo unchanged."""
+    from src.models import registry
+
+    entries, aliases = list(registry._ENTRIES), dict(registry._ALIASES)
+    register_model("tokens_for_tests")(TokensForTests)
+    yield "tokens_for_tests"
+    registry._ENTRIES[:] = entries
+    registry._ALIASES.clear()
+    registry._ALIASES.update(aliases)
 
 
 def _special_checkpoint(tmp_path, name, dataset="mnist", n_channels=1, n_classes=10, size=32):
@@ -177,7 +189,7 @@ def _special_checkpoint(tmp_path, name, dataset="mnist", n_channels=1, n_classes
     ("matrix", "unmappable mse", "no stitch kind maps a 3-d activation (64x2x2) to a 2-d one (4x64)"),
 ])
 def test_bad_objective_and_input_stitches_are_one_line_and_write_nothing(tinies, tmp_path, capsys, script, case,
-                                                                         message):
+                                                                         message, tokens_model):
     out = tmp_path / "out"
     sender, receiver, front, end, extra = *tinies, "bn8", "input", ["--objective", "mse"]
     if case == "input sender":
@@ -186,7 +198,7 @@ def test_bad_objective_and_input_stitches_are_one_line_and_write_nothing(tinies,
         sender = receiver = _special_checkpoint(tmp_path, "tiny10", "celeba", 3, 40, 224)
         extra = ["-d", "celeba"]
     elif case == "unmappable mse":
-        receiver, end = _special_checkpoint(tmp_path, "tokens_for_tests"), "tokens"
+        receiver, end = _special_checkpoint(tmp_path, tokens_model), "tokens"
     if script == "nets":
         argv, main = [sender, receiver, front, end, *QUICK, *extra], stitch_nets.main
     else:
