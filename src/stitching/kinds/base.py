@@ -70,7 +70,8 @@ class StitchKind:
         return not options.flatten and cls.misfit(front_shape, end_shape) is None
 
     def features(self) -> Tuple[int, int]:
-        raise NotImplementedError
+        """(in_features, out_features) of W; by default channel (or feature) to channel."""
+        return self.front_shape[0], self.end_shape[0]
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

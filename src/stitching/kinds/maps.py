@@ -58,9 +58,6 @@ class Conv1x1(StitchKind):
             why = "a 1x1 stitch needs equal H x W (feature maps of different spatial size)"
         return why
 
-    def features(self) -> Tuple[int, int]:
-        return self.front_shape[0], self.end_shape[0]
-
     @property
     def weight_shape(self):
         return (self.out_features, self.in_features, 1, 1)

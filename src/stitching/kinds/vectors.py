@@ -22,9 +22,6 @@ class Linear(StitchKind):
     def misfit(cls, front_shape, end_shape):
         return None if len(front_shape) == 1 and len(end_shape) == 1 else "it maps a vector into a vector"
 
-    def features(self) -> Tuple[int, int]:
-        return self.front_shape[0], self.end_shape[0]
-
     def forward(self, x, w, b):
         return x @ w.t() + b
 
@@ -67,9 +64,6 @@ class PoolLinear(StitchKind):
     @classmethod
     def chosen(cls, front_shape, end_shape, options: StitchOptions) -> bool:
         return options.pool and not options.flatten and cls.misfit(front_shape, end_shape) is None
-
-    def features(self) -> Tuple[int, int]:
-        return self.front_shape[0], self.end_shape[0]
 
     def forward(self, x, w, b):
         return x.mean(dim=(2, 3)) @ w.t() + b
