@@ -16,7 +16,7 @@ commute with a 1x1 convolution including its bias; ``forward`` therefore runs th
 the smaller resolution (after averaging, before upsampling), the least-squares design resamples the
 front map to the receiver's size first - the same map, up to float rounding.
 """
-from typing import ClassVar, Optional, Sequence, Tuple
+from typing import ClassVar, Optional, Sequence
 
 import torch
 from torch.nn import functional as F
