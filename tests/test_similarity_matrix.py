@@ -304,3 +304,27 @@ def test_plot_draws_labelled_axes():
     assert sim.plot(ax) is ax
     assert [t.get_text() for t in ax.get_xticklabels()] == LAYERS
     assert ax.get_xlabel() == "B layer" and ax.get_ylabel() == "A layer" and "A vs B" in ax.get_title()
+
+
+def test_streamed_grams_of_a_batchnorm_followed_by_an_inplace_relu_are_of_each_layers_own_output():
+    """Streaming CKA forms each Gram inside the forward hook; a BatchNorm output that a later
+    ReLU(inplace=True) overwrites must still enter as BatchNorm's own output (negative values and
+    all): the matrix equals cka_matrix of the outputs computed module by module."""
+    torch.manual_seed(3)
+    net = nn.Sequential(OrderedDict([("conv", nn.Conv2d(1, 4, 3)), ("bn", nn.BatchNorm2d(4)),
+                                     ("relu", nn.ReLU(inplace=True)), ("flat", nn.Flatten()),
+                                     ("fc", nn.Linear(4 * 6 * 6, 5))])).eval()
+    with torch.no_grad():
+        net.bn.running_mean.uniform_(-0.5, 0.5)
+    x = torch.randn(96, 1, 8, 8)
+    loader = [(x[i:i + 32], torch.zeros(32)) for i in range(0, 96, 32)]
+    layers = ["bn", "relu", "fc"]
+    streamed = layer_similarity(net, net, loader, layers1=layers, layers2=layers, measure="cka_minibatch")
+    with torch.no_grad():  # batch by batch as the loader feeds them: float32 convolutions may round
+        bn = torch.cat([net.bn(net.conv(xb)) for xb, _ in loader])  # differently for other batch shapes
+        relu = torch.relu(bn)
+        fc = torch.cat([net.fc(r.flatten(1)) for r in relu.split(32)])
+    assert (bn < 0).any()
+    reference = cka_matrix([bn, relu, fc], [bn, relu, fc], measure="cka_minibatch", batch_size=32)
+    np.testing.assert_allclose(streamed.values, reference.values, rtol=0, atol=1e-9)
+    assert streamed.values[0, 1] < 1 - 1e-3  # bn and relu differ: the overwritten output was not used

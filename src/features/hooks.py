@@ -1,6 +1,6 @@
 """Forward hooks as a context manager that always removes them."""
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -68,10 +68,16 @@ class capture:
     output changed after it was recorded (from the tensors' version counters, at no cost);
     ``clone`` (True, or a collection of layer names, also settable later through
     :attr:`clone`) records a copy for those layers instead.
+
+    ``transform``: a function applied to each detached output inside the hook, whose result is
+    recorded instead (e.g. a Gram matrix: computed while the output is still in the CPU's caches,
+    and immune to later in-place operations, so such layers are never recorded twice). Outputs
+    without a batch axis are recorded untransformed, for :func:`layer_outputs` to report.
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str], to_cpu: bool = False,
-                 keep: str = "last", output_key: Optional[str] = None, clone=False):
+                 keep: str = "last", output_key: Optional[str] = None, clone=False,
+                 transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
         if keep not in ("last", "all"):
             raise ValueError("keep must be 'last' or 'all'")
         self.model = unwrap_model(model)
@@ -81,6 +87,7 @@ class capture:
         self.keep = keep
         self.output_key = output_key
         self.clone = set(self.layers) if clone is True else set(clone or ())
+        self.transform = transform
         self.activations: Dict[str, Any] = OrderedDict()
         self._versions: Dict[str, List[Any]] = {}
         self._handles: List[Any] = []
@@ -88,7 +95,9 @@ class capture:
     def _hook(self, name: str):
         def save(module, inputs, output):
             tensor = first_tensor(output, self.output_key).detach()
-            if name in self.clone:
+            if self.transform is not None and tensor.dim() > 0:
+                tensor = self.transform(tensor)
+            elif name in self.clone:
                 tensor = tensor.clone()
             if self.to_cpu:
                 tensor = tensor.cpu()

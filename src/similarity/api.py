@@ -58,12 +58,12 @@ def _check_measure(measure: str, permutations: int, bootstrap: int, ci: float, p
 class _Side:
     """One model's hooks; ``outputs(x)`` gives the selected layers' outputs for a batch."""
 
-    def __init__(self, model: nn.Module, layers: List[str], name: str):
+    def __init__(self, model: nn.Module, layers: List[str], name: str, transform=None):
         self.model = model
         self.layers = layers
         self.name = name
         self.device = model_device(model)
-        self.recorder = capture(model, layers)
+        self.recorder = capture(model, layers, transform=transform)
 
     def outputs(self, x: torch.Tensor) -> List[torch.Tensor]:
         return layer_outputs(self.model, x.to(self.device), self.recorder, self.layers, self.name)
@@ -130,12 +130,14 @@ def layer_similarity(model1: nn.Module, model2: nn.Module, loader1: Iterable, lo
     device = model_device(model1) if device is None else (
         resolve_device(device) if isinstance(device, str) else torch.device(device))
 
-    side1 = _Side(model1, union if same_model else layers1, names[0])
-    side2 = side1 if same_model else _Side(model2, layers2, names[1])
     expected = _expected_samples(loader1, loader2, max_samples)
     generator = torch.Generator().manual_seed(int(seed))
     acc = HSICMatrix(record.gram, precision, permutations, keep_batches=bool(bootstrap), generator=generator,
                      device=device) if streaming else None
+    # streaming: each layer's Gram is formed inside its forward hook (the activation still cached)
+    to_gram = acc.gram if streaming else None
+    side1 = _Side(model1, union if same_model else layers1, names[0], to_gram)
+    side2 = side1 if same_model else _Side(model2, layers2, names[1], to_gram)
     store1 = store2 = inputs = None
     if not streaming:
         store1 = ActivationStore(union if shared else layers1, expected)
@@ -153,7 +155,7 @@ def layer_similarity(model1: nn.Module, model2: nn.Module, loader1: Iterable, lo
             out1 = side1.outputs(x1)
             if shared:
                 if streaming:
-                    f = acc.prepared(out1)
+                    f = acc.prepared_grams(out1)
                     f1 = f[index1]
                     acc.update_prepared(f1, None if same_layers else f[index2], int(x1.shape[0]))
                 else:
@@ -165,7 +167,7 @@ def layer_similarity(model1: nn.Module, model2: nn.Module, loader1: Iterable, lo
             out2 = side2.outputs(x1 if x2 is None else x2)
             acts2 = [out2[i] for i in index2] if same_model else out2
             if streaming:
-                acc.update(acts1, acts2)
+                acc.update(acts1, acts2, grams=True)
             else:
                 store1.add(acts1)
                 store2.add(acts2)

@@ -34,7 +34,7 @@ import torch
 
 from src.errors import UserError
 from src.similarity import stats
-from src.similarity.gram import double_center_, gram_precision, layer_grams, u_center_, upper_row_blocks
+from src.similarity.gram import double_center_, gram_precision, layer_grams, linear_gram, u_center_, upper_row_blocks
 
 Terms = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -44,8 +44,9 @@ Terms = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 # ---------------------------------------------------------------------------------------------
 
 def sq_fro(p: torch.Tensor) -> torch.Tensor:
-    """``||p||_F^2`` over the last two axes, accumulated in float64 whatever ``p``'s dtype."""
-    return p.square().sum(dim=(-2, -1), dtype=torch.float64)
+    """``||p||_F^2`` over the last two axes, accumulated in float64 whatever ``p``'s dtype (a norm with
+    a float64 accumulator: no squared temporary in ``p``'s dtype)."""
+    return torch.linalg.vector_norm(p, dim=(-2, -1), dtype=torch.float64).square()
 
 
 def sq_fro_gram_t(xc: torch.Tensor) -> torch.Tensor:
@@ -207,9 +208,23 @@ class HSICMatrix:
         self.estimator.check_n(int(acts[0].shape[0]))
         return self.estimator.prepare_(layer_grams(acts, self.dtype, self.device or acts[0].device))
 
-    def update(self, acts1: Sequence[torch.Tensor], acts2: Optional[Sequence[torch.Tensor]] = None) -> "HSICMatrix":
-        f1 = self.prepared(acts1)
-        f2 = None if acts2 is None else self.prepared(acts2)
+    def gram(self, activation: torch.Tensor) -> torch.Tensor:
+        """The Gram matrix of one layer's activation as :meth:`prepared` forms it (for computing it
+        early, e.g. inside a forward hook while the activation is still in the CPU's caches)."""
+        return linear_gram(activation, self.dtype)
+
+    def prepared_grams(self, grams: Sequence[torch.Tensor]) -> torch.Tensor:
+        """:meth:`prepared` from Grams already formed by :meth:`gram`."""
+        self.estimator.check_n(int(grams[0].shape[0]))
+        device = self.device or grams[0].device
+        return self.estimator.prepare_(torch.stack([g.to(device, torch.float64) for g in grams]))
+
+    def update(self, acts1: Sequence[torch.Tensor], acts2: Optional[Sequence[torch.Tensor]] = None,
+               grams: bool = False) -> "HSICMatrix":
+        """Add one batch: activations, or (``grams=True``) their Grams from :meth:`gram`."""
+        prepare = self.prepared_grams if grams else self.prepared
+        f1 = prepare(acts1)
+        f2 = None if acts2 is None else prepare(acts2)
         return self.update_prepared(f1, f2, int(acts1[0].shape[0]))
 
     def update_prepared(self, f1: torch.Tensor, f2: Optional[torch.Tensor], n: int) -> "HSICMatrix":
