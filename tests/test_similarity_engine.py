@@ -112,3 +112,38 @@ def test_float32_path_within_1e6_of_float64_with_offset_300(name, method):
 def test_feature_form_of_a_wide_layer_counts_each_symmetric_block_once():
     x = torch.randn(300, 1100, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
     assert float(sq_fro_gram_t(x)) == pytest.approx(float(sq_fro(x.T @ x)), rel=sum_tol(300 + 1100 ** 2))
+
+
+def test_float32_centring_leaves_an_offset_of_the_spread_not_of_the_offset():
+    """The two-pass float32 centring of the feature form: column means of the result are at most
+    about 256 roundings of the spread (its float32 partial sums), and each value is the float64
+    centring of the same float32 data up to that plus one rounding of the result."""
+    from src.similarity.cka import centred
+
+    g = torch.Generator().manual_seed(11)
+    spread = torch.linspace(0.1, 3.0, 37)
+    x32 = (torch.randn(3001, 37, generator=g) * spread + 1e4).float()
+    c = centred(x32, torch.float32)
+    ref = x32.double() - x32.double().mean(0)
+    eps = torch.finfo(torch.float32).eps
+    bound = (256 + 2) * eps * ref.abs().max(0).values  # per column
+    assert (c.double().mean(0).abs() <= bound).all()
+    assert ((c.double() - ref).abs() <= bound + eps * ref.abs()).all()
+    # the same data centred by float32 column means is off by a rounding of the offset (1e4 * eps)
+    naive = x32 - x32.mean(0)
+    assert (naive.double().mean(0).abs() > bound).any()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), None])
+def test_non_finite_activations_are_refused_and_finite_ones_whose_sum_overflows_are_not(bad):
+    from src.errors import UserError
+    from src.similarity._prep import check_finite
+
+    x = torch.full((50, 8), 3e38)  # finite, but its float32 sum overflows to inf
+    check_finite(x, "x")
+    if bad is None:  # an inf and a -inf: the sum is NaN
+        x[3, 2], x[7, 1] = float("inf"), -float("inf")
+    else:
+        x[3, 2] = bad
+    with pytest.raises(UserError, match="NaN or inf"):
+        check_finite(x, "x")
