@@ -245,3 +245,19 @@ def test_float32_linear_dependency_is_rank_deficient_for_cca():
     z = g.standard_normal((500, 30))
     assert canonical_correlations(y, z).numel() == 10
     assert canonical_correlations(y.double(), z, rtol=1e-5).numel() == 10
+
+
+def test_a_solution_asked_for_before_more_data_arrives_does_not_stick():
+    """The pseudo-inverse is computed once per state of the co-moments: solve, r2, then update and solve again
+    must give the fit of all the data, exactly as a fresh fit of the same batches does."""
+    g = np.random.default_rng(4)
+    x1, x2 = g.standard_normal((40, 5)), g.standard_normal((60, 5))
+    w = g.standard_normal((5, 3))
+    y1, y2 = x1 @ w + 0.1 * g.standard_normal((40, 3)), x2 @ (2 * w) + 0.1 * g.standard_normal((60, 3))
+    fit = LeastSquaresFit().update(x1, y1)
+    first, r2_first = fit.solve(), fit.r2()
+    fit.update(x2, y2)
+    fresh = LeastSquaresFit().update(x1, y1).update(x2, y2)
+    np.testing.assert_array_equal(fit.solve()["w"], fresh.solve()["w"])
+    assert fit.r2() == fresh.r2() != r2_first
+    assert not np.allclose(fit.solve()["w"], first["w"])

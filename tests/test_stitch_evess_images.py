@@ -208,3 +208,45 @@ def test_bad_objective_and_input_stitches_are_one_line_and_write_nothing(tinies,
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
     assert not out.exists() or not any(out.rglob("*"))
+
+
+def test_objective_both_resumes_and_shards_to_the_same_tables(tinies, tmp_path):
+    """The EV / ES / SV row lives in each cell's mse pickle, and a cell counts as finished only with its twin:
+    shards + --collect, and a resume after losing one cell's marker and another cell's twin, rebuild exactly
+    the uninterrupted run's tables."""
+    import shutil
+
+    from src.stitching.matrix import collect_matrix
+
+    def argv(name, *extra):
+        return [*tinies, "--sender-layers", "bn7", "bn8", "--receiver-layers", "bn7", "bn8", *QUICK,
+                "--objective", "both", "-o", str(tmp_path / "res"), "--run-name", name, *extra]
+
+    def matrix(args):
+        return run_matrix(stitch_matrix.parse_args(args), ["stitch_matrix.py", *args], progress=False)
+
+    path, _ = matrix(argv("single"))
+    reference = path.parent
+    tables = ("matrix", "matrix_mse", "evess")
+
+    def assert_same(folder):
+        for table in tables:
+            pd.testing.assert_frame_equal(pd.read_csv(folder / f"{table}.csv"), pd.read_csv(reference / f"{table}.csv"),
+                                          check_exact=True)
+
+    for k in (1, 2):
+        assert matrix(argv("array", "--shard", f"{k}/2")) == (None, None)
+    collect_matrix(tmp_path / "res" / "array")
+    assert_same(tmp_path / "res" / "array")
+
+    shutil.copytree(reference, tmp_path / "res" / "resumed")
+    cells = tmp_path / "res" / "resumed" / "cells"
+    for table in tables:
+        (cells.parent / f"{table}.csv").unlink()
+    (cells / "bn7--bn8.pkl").unlink()  # killed after its twin, before the marker
+    (cells / "bn8--bn7.mse.pkl").unlink()  # a twin lost
+    kept = {p.name: p.stat().st_mtime_ns for p in cells.glob("*.pkl")}
+    matrix(argv("resumed", "--resume"))
+    rerun = {p.name for p in cells.glob("*.pkl") if kept.get(p.name) != p.stat().st_mtime_ns}
+    assert rerun == {"bn7--bn8.pkl", "bn7--bn8.mse.pkl", "bn8--bn7.pkl", "bn8--bn7.mse.pkl"}
+    assert_same(tmp_path / "res" / "resumed")

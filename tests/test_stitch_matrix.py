@@ -166,8 +166,24 @@ def test_two_by_two_matrix_end_to_end_equals_single_stitches(fashion_results):
     single = load_result(stitch_from_args(job, ["stitch_nets.py"]))
     cell = load_result(run / "cells" / "bn6--bn7.pkl")
     assert single["model_results"] == cell["model_results"]
+    # the matrix caches the validation and test passes, the least-squares targets and the measured receiver
+    # activations per layer: each equals the single stitch's live pass exactly
+    for key in ("cka", "cka_frank", "cka_ps_inv", "l2", "l2_frank", "l2_ps_inv", "measure_samples"):
+        assert single[key] == cell[key], key
+    assert single["least_squares"]["r2_train"] == cell["least_squares"]["r2_train"]
+    pd.testing.assert_frame_equal(single["trans_fit"].drop(columns="seconds"), cell["trans_fit"].drop(columns="seconds"))
     for key in ("before", "after", "ps_inv"):
         assert np.array_equal(single["trans_m"][key]["w"], cell["trans_m"][key]["w"])
+    # A cache budget that holds bn6's training activations but not bn6's and bn8's together: no one-pass prefill
+    # of the senders, bn6's validation and test passes run live, bn8's are cached per layer. Same numbers.
+    limit = 1.1 * 64 * 4 * 4 * 4 * summary["train_samples"] / 2**30
+    tight = [*argv[:-1], "tight", "--cache-limit-gb", f"{limit:.9f}"]
+    run_matrix(stitch_matrix.parse_args(tight), ["stitch_matrix.py", *tight], progress=False)
+    for s in ("bn6", "bn8"):
+        for r in ("bn7", "bn8"):
+            a, b = (load_result(folder / "cells" / f"{s}--{r}.pkl") for folder in (run, fashion_results / "tight"))
+            assert a["model_results"] == b["model_results"] and a["cka_frank"] == b["cka_frank"]
+            pd.testing.assert_frame_equal(a["trans_fit"].drop(columns="seconds"), b["trans_fit"].drop(columns="seconds"))
     # and eval_stitch.py rebuilds the cell from its pickle alone: the same 500 test images, the same predictions
     again = evaluate_stitch(run / "cells" / "bn6--bn7.pkl", "after", max_samples=500, device="cpu")
     assert again["n"] == 500 and again["acc"] == pytest.approx(cell["model_results"]["trans"]["acc"], abs=1e-9)

@@ -86,9 +86,11 @@ class LeastSquaresFit:
         self.n = 0
         self.low_precision = False  # any float32-or-narrower batch seen
         self.mean_x = self.mean_y = self.cxx = self.cxy = self.cyy = None
+        self._pinv: Optional[torch.Tensor] = None  # of the co-moments as they are now; cleared by update()
 
     # -- accumulation --------------------------------------------------------------------------
     def _merge(self, xr: torch.Tensor, yr: torch.Tensor) -> None:
+        self._pinv = None
         nb = xr.shape[0]
         xb, yb = xr.to(torch.float64), yr.to(torch.float64)
         mx, my = xb.mean(dim=0), yb.mean(dim=0)
@@ -141,7 +143,13 @@ class LeastSquaresFit:
             raise UserError("LeastSquaresFit has no data: call update() with at least one batch first")
 
     def _pinv_xx(self) -> torch.Tensor:
-        """Pseudo-inverse of the X co-moment matrix (symmetric eigendecomposition, see module notes)."""
+        """Pseudo-inverse of the X co-moment matrix (symmetric eigendecomposition, see module notes); computed
+        once for the data seen so far (a stitch asks for it up to three times: init, the least-squares stitch, R^2)."""
+        if self._pinv is None:
+            self._pinv = self._pinv_of_cxx()
+        return self._pinv
+
+    def _pinv_of_cxx(self) -> torch.Tensor:
         lam, vec = torch.linalg.eigh(self.cxx)
         d = self.cxx.shape[0]
         rtol = self.rtol

@@ -42,12 +42,13 @@ class LiveBatches:
 
 
 class FrontCache:
-    """One front part's activations on the whole training split, computed once, in the loader's order.
+    """One front part's activations on a whole split, computed once, in the loader's order.
 
-    ``--cache-front`` reuses them every epoch; a stitch matrix reuses them for every receiver layer
-    as well (least-squares statistics and training). ``loader`` must serve the split unaugmented
-    and unshuffled: its batches are also the batches of the least-squares statistics, so a cell of
-    a matrix sees exactly the numbers a single cached stitch sees.
+    ``--cache-front`` reuses them (on the training split) every epoch; a stitch matrix reuses them
+    for every receiver layer as well (least-squares statistics and training), and caches the other
+    splits and the receiver's side the same way (:mod:`src.stitching.caches`). ``loader`` must serve
+    the split unaugmented and unshuffled: its batches are also the batches of the live passes they
+    replace, so a cell of a matrix sees exactly the numbers a single cached stitch sees.
     """
 
     def __init__(self, front, loader, device, limit_gb: float = 8.0):
@@ -64,23 +65,42 @@ class FrontCache:
         self.n = self.front.shape[0]
         self._inputs = None
 
-    @staticmethod
-    def _check_size(front, loader, limit_gb: float) -> None:
-        x, _ = next(iter(loader))
-        with torch.no_grad():
-            per_sample = front(x[:1]).numel() * 4
-        total = per_sample * loader.num_samples / 2**30
+    @classmethod
+    def _check_size(cls, front, loader, limit_gb: float) -> None:
+        total = cls.size_gb(front, loader)
         if total > limit_gb:
             raise UserError(f"caching the front activations needs {total:.1f} GiB (limit {limit_gb:g} GiB); "
                             f"raise --cache-limit-gb or drop --cache-front")
 
+    @classmethod
+    def of(cls, loader, device, front: torch.Tensor, labels: torch.Tensor) -> "FrontCache":
+        """A cache of activations computed elsewhere (in ``loader``'s order, e.g. by one pass for several layers)."""
+        cache = cls.__new__(cls)
+        cache.loader, cache.device, cache.front, cache.labels = loader, device, front, labels
+        cache.n, cache._inputs = front.shape[0], None
+        return cache
+
+    @staticmethod
+    def size_gb(front, loader) -> float:
+        """GiB the activations of ``front`` on ``loader``'s split take (float32)."""
+        x, _ = next(iter(loader))
+        with torch.no_grad():
+            per_sample = front(x[:1]).numel() * 4
+        return per_sample * loader.num_samples / 2**30
+
     def batches(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         """``(input batch, its cached front activations)`` in the loader's order."""
+        for x, _, front in self.items():
+            yield x, front
+
+    def items(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``(input batch, its labels, its cached front activations)`` in the loader's order."""
         start = 0
         for x, _ in self.loader:
             x = x.to(self.device, non_blocking=True)
-            yield x, self.front[start:start + x.shape[0]]
-            start += x.shape[0]
+            stop = start + x.shape[0]
+            yield x, self.labels[start:stop], self.front[start:stop]
+            start = stop
 
     def inputs(self) -> torch.Tensor:
         """The whole split's inputs (kept, once asked for, for end parts that need the network input)."""

@@ -46,9 +46,9 @@ def mse_cell_path(path):
 
 
 @torch.no_grad()
-def measure_evess(frank, similarity_stitch, least_squares, loader) -> Dict[str, float]:
+def measure_evess(frank, similarity_stitch, least_squares, loader, fronts=None) -> Dict[str, float]:
     """EV, ES, SV, EL and the expected representation's variance on ``loader`` (``frank.stitch``: the vanilla
-    stitch, ``least_squares``: the least-squares stitch).
+    stitch, ``least_squares``: the least-squares stitch; ``fronts``: a FrontCache of the front layer on ``loader``).
 
     Sums in float64; the variance from sums shifted by the first batch's mean (no cancellation).
     """
@@ -56,8 +56,9 @@ def measure_evess(frank, similarity_stitch, least_squares, loader) -> Dict[str, 
     sums = {name: 0.0 for name in COLUMNS}
     shift = s1 = s2 = None
     n = 0
-    for x, _ in loader:
-        front = frank.front(x)
+    batches = fronts.batches() if fronts is not None else ((x, None) for x, _ in loader)
+    for x, front in batches:
+        front = frank.front(x) if front is None else front
         expected = frank.end_target(x).double().flatten(1)
         vanilla = frank.stitch(front).double().flatten(1)
         similar = similarity_stitch(front).double().flatten(1)
@@ -133,22 +134,45 @@ class SimilarityTwins:
         self.results: Dict[Tuple[str, str], Dict[str, Any]] = {}
         self.rows: List[Dict[str, Any]] = []
 
-    def run(self, pair, cell, frank, folder, argv, cache, timing) -> Optional[Dict[str, Any]]:
+    def run(self, pair, cell, frank, folder, argv, shared, timing) -> Optional[Dict[str, Any]]:
+        """``shared``: the cell's :class:`~src.stitching.caches.CellCaches` (the twin reads the same activations)."""
         from src.stitching.run import EVAL_BATCH, build_cell, least_squares_stitch, run_stitch, write_result
 
         if not self.enabled or cell.variant != "trained":
             return None
-        s, r = cell.job.front_layer, cell.job.end_layer
-        job = replace(cell.job, objective="mse")
+        job = self.twin_job(cell)
         twin = build_cell(pair, job)
-        result = run_stitch(pair, job, folder, argv, cache=cache, frank=twin, timing=timing)
-        write_result(mse_cell_path(cell.path), result)
-        self.results[(s, r)] = result
+        result = run_stitch(pair, job, folder, argv, cache=shared.train, frank=twin, timing=timing, shared=shared)
         fitted = least_squares_stitch(twin.stitch, result["trans_m"]["ps_inv"])
-        row = measure_evess(frank, twin.stitch, fitted, pair.fixed_loader(job, "test", EVAL_BATCH))
-        position = cell_position(s, r, self.senders, self.receivers)
-        self.rows.append({"sender layer": s, "receiver layer": r, "position": position, **row})
+        result["evess"] = measure_evess(frank, twin.stitch, fitted, pair.fixed_loader(job, "test", EVAL_BATCH),
+                                        shared.test)
+        write_result(mse_cell_path(cell.path), result)  # with its EV / ES / SV row: the tables can be rebuilt from it
+        self.adopt(cell, result)
         return result
+
+    @staticmethod
+    def twin_job(cell):
+        return replace(cell.job, objective="mse")
+
+    def finished(self, cell, digests) -> Optional[Dict[str, Any]]:
+        """The cell's finished similarity stitch (with its EV / ES / SV row), or None; always None when disabled."""
+        from src.sweep.finished import finished_result
+
+        if not self.enabled or cell.variant != "trained":
+            return None
+        result = finished_result(mse_cell_path(cell.path), self.twin_job(cell), digests)
+        return result if result is not None and "evess" in result else None
+
+    def needed(self, cell) -> bool:
+        return self.enabled and cell.variant == "trained"
+
+    def adopt(self, cell, result: Dict[str, Any]) -> None:
+        """Count a cell's similarity stitch (run here, or read back from its pickle) in the tables."""
+        s, r = cell.job.front_layer, cell.job.end_layer
+        self.results[(s, r)] = result
+        position = cell_position(s, r, self.senders, self.receivers)
+        self.rows = [row for row in self.rows if (row["sender layer"], row["receiver layer"]) != (s, r)]
+        self.rows.append({"sender layer": s, "receiver layer": r, "position": position, **result["evess"]})
 
     def tables(self) -> Dict[str, Any]:
         """``matrix_mse`` (the similarity stitches' test accuracy, senders x receivers), ``evess``, ``evess_summary``."""
@@ -157,7 +181,9 @@ class SimilarityTwins:
         acc = [[self.results[(s, r)]["model_results"]["trans"]["acc"] if (s, r) in self.results else np.nan
                 for r in self.receivers] for s in self.senders]
         matrix = pd.DataFrame(acc, index=pd.Index(self.senders, name="sender layer"), columns=self.receivers)
-        table = evess_table(self.rows)
+        order = {(s, r): i for i, (s, r) in enumerate((s, r) for s in self.senders for r in self.receivers)}
+        rows = sorted(self.rows, key=lambda row: order[(row["sender layer"], row["receiver layer"])])  # plan order,
+        table = evess_table(rows)  # whichever process ran which cell
         return {"matrix_mse": matrix, "evess": table, "evess_summary": evess_summary(table)}
 
 

@@ -7,8 +7,10 @@ pickle (``<run>/cells/<sender_layer>--<receiver_layer>.pkl``; controls under
 :func:`run_matrix` runs them with the steps of :mod:`src.stitching.run` - the networks are loaded
 once per variant and each sender layer's activations on the unaugmented training split are computed
 once (:class:`~src.stitching.batches.FrontCache`) and reused for the least-squares statistics and
-the training of every receiver layer - so a cell is exactly what ``stitch_nets.py --cache-front``
-computes for that pair (same schema, same numbers with the same seed).
+the training of every receiver layer; the other passes that depend on one layer only (the sender's
+validation and test activations, the receiver's least-squares targets and measured activations) are
+cached per layer too (:mod:`src.stitching.caches`) - so a cell is exactly what
+``stitch_nets.py --cache-front`` computes for that pair (same schema, same numbers with the same seed).
 
 Variants: ``trained`` (sender into receiver) and, with ``controls``, ``random_sender`` (the
 sender's iteration-0 checkpoint ``0.pt`` when one lies beside it, else a freshly initialised network
@@ -36,15 +38,15 @@ from src.models.checkpoint import save_checkpoint
 from src.provenance import jsonable, provenance
 from src.results_io import claim_output, try_claim, write_csv, write_pickle
 from src.similarity import layer_similarity
-from src.stitching.cut import INPUT_LAYER, FrontPart
-from src.stitching.evess import SimilarityTwins, print_evess
+from src.stitching.cut import INPUT_LAYER
+from src.stitching.caches import MatrixCaches
+from src.stitching.evess import SimilarityTwins, mse_cell_path, print_evess
 from src.stitching.images import check_input_stitch, matrix_grids, save_image_grid
 from src.stitching.job import StitchJob
 from src.stitching.matrix_plot import save_matrix_png
 from src.stitching.matrix_stats import proportional_depths, spearman, triangle_statistic
 from src.stitching.objectives import check_objective
-from src.stitching.run import (EVAL_BATCH, Pair, build_cell, front_cache, load_pair, run_dir, run_stitch,
-                               write_result)
+from src.stitching.run import EVAL_BATCH, Pair, build_cell, load_pair, run_dir, run_stitch, write_result
 from src.sweep.finished import finished_result, remove_leftovers
 from src.sweep.runinfo import (RUN_INFO, check_same_run, matrix_job_from_info, publish_once, publish_or_check,
                                read_run_info, run_parameters)
@@ -57,6 +59,8 @@ BLOCKS = "blocks"
 VARIANTS = ("trained", "random_sender", "random_receiver")
 #: Files of a run folder that a matrix run writes (replaced as a whole with --overwrite).
 TABLES = ("matrix", "relative", "ps_inv", "cka")
+#: The key of ``timing["cache_seconds"][variant]`` for the one-pass caches of all layers (src.stitching.caches).
+PREFILL = "all layers, one pass per split"
 #: How long a torchrun rank may wait at a barrier for the others (their remaining cells).
 SWEEP_TIMEOUT = timedelta(days=7)
 
@@ -250,9 +254,6 @@ def run_matrix(mjob: MatrixJob, argv=None, progress: Optional[bool] = None) -> T
         if world.distributed:
             mjob = replace(mjob, job=replace(mjob.job, device=str(world.device)))
         plan, trained_pair = plan_matrix(mjob)
-        if plan.base.objective == "both" and (joins_run(mjob) or world.distributed):
-            raise UserError("--objective both runs in one process without --resume/--shard for now (its EV/ES/SV "
-                            "tables are measured beside the cells); run it without them")
         barrier()  # every rank has checked the run folder before rank 0 creates it
         claim = None
         if world.is_main and mjob.shard is None:  # shards of a job array share the folder (each cell is claimed)
@@ -318,13 +319,21 @@ def run_cells(plan: Plan, pairs: Dict[str, Pair], cells: Sequence[Cell], argv=No
     groups: Dict[Tuple[str, str], List[Cell]] = {}
     for cell in cells:
         groups.setdefault((cell.variant, cell.job.front_layer), []).append(cell)
+    todos = {key: [c for c in group if not _finished(c, pairs[key[0]], done.twins)] for key, group in groups.items()}
+    caches = {variant: MatrixCaches(pairs[variant], plan.base, EVAL_BATCH) for variant in pairs}
+    for variant, variant_caches in caches.items():
+        todo = [c for (v, _), cells in todos.items() if v == variant for c in cells]
+        started = time.perf_counter()
+        variant_caches.prefill(list(dict.fromkeys(c.job.front_layer for c in todo)),
+                               list(dict.fromkeys(c.job.end_layer for c in todo)))
+        done.cache_seconds[variant][PREFILL] = time.perf_counter() - started
     for (variant, s), group in groups.items():
         pair = pairs[variant]
-        todo = [c for c in group if finished_result(c.path, c.job, pair.digests) is None]
+        todo = todos[(variant, s)]
         bar.update(len(group) - len(todo))
         if len(todo) < len(group):
             tqdm.write(f"{label}{variant:15s} {s}: {len(group) - len(todo)} finished cell(s) kept")
-        cache = None
+        sender = None
         for cell in todo:
             claim = try_claim(cell.path)
             if claim is None:  # another process is running this cell
@@ -332,21 +341,24 @@ def run_cells(plan: Plan, pairs: Dict[str, Pair], cells: Sequence[Cell], argv=No
                 bar.update()
                 continue
             with claim:
-                if finished_result(cell.path, cell.job, pair.digests) is not None:  # finished meanwhile
+                if _finished(cell, pair, done.twins):  # finished meanwhile
                     bar.update()
                     continue
                 remove_leftovers(cell.path)
-                if cache is None:
+                remove_leftovers(mse_cell_path(cell.path))
+                if sender is None:
                     started = time.perf_counter()
-                    cache = front_cache(pair, plan.base, FrontPart(pair.front_model, s, plan.base.fold_bn))
+                    sender = caches[variant].sender(s)
                     done.cache_seconds[variant][s] = time.perf_counter() - started
                 r = cell.job.end_layer
                 started = time.perf_counter()
                 timing = {"cache_seconds": done.cache_seconds[variant][s], "cache_shared_by_cells": len(plan.receivers)}
+                shared = caches[variant].cell(sender, r)
                 frank = build_cell(pair, cell.job)
-                result = run_stitch(pair, cell.job, folder, argv, cache=cache, frank=frank, timing=timing)
-                write_result(cell.path, result)
-                twin = done.twins.run(pair, cell, frank, folder, argv, cache, timing)
+                result = run_stitch(pair, cell.job, folder, argv, cache=shared.train, frank=frank, timing=timing,
+                                    shared=shared)
+                twin = done.twins.run(pair, cell, frank, folder, argv, shared, timing)
+                write_result(cell.path, result)  # last: the cell's pickle marks the whole cell (and its twin) done
             done.seconds[variant][(s, r)] = time.perf_counter() - started
             done.results[variant][(s, r)] = result
             acc = result["model_results"]
@@ -354,9 +366,16 @@ def run_cells(plan: Plan, pairs: Dict[str, Pair], cells: Sequence[Cell], argv=No
             mse = f", mse stitch {twin['model_results']['trans']['acc']:.4f}" if twin is not None else ""
             tqdm.write(f"{label}{variant:15s} {s} -> {r}: stitched acc {acc['trans']['acc']:.4f}, least squares "
                        f"{acc['ps_inv']['acc']:.4f}{mse} ({done.seconds[variant][(s, r)]:.1f} s)")
-        del cache
+        del sender
     bar.close()
     return done
+
+
+def _finished(cell: Cell, pair: Pair, twins: SimilarityTwins) -> bool:
+    """The cell's pickle is finished with its parameters, and so is its similarity twin when it has one."""
+    if finished_result(cell.path, cell.job, pair.digests) is None:
+        return False
+    return not twins.needed(cell) or twins.finished(cell, pair.digests) is not None
 
 
 def _cell_seconds(result: Dict[str, Any]) -> float:
@@ -370,7 +389,8 @@ def summarise(mjob: MatrixJob, plan: Plan, pairs: Dict[str, Pair], done: Optiona
 
     A cell that is not finished (missing, incomplete or computed with other parameters) is a one-line
     UserError listing them: run their shards again or resume."""
-    done = done or Done({}, {}, {}, SimilarityTwins(False, plan.senders, plan.receivers))
+    done = done or Done({}, {}, {}, SimilarityTwins(plan.base.objective == "both", plan.senders, plan.receivers))
+    twins = done.twins
     results: Dict[str, Dict] = {v: {} for v in plan.checkpoints}
     seconds: Dict[str, Dict] = {v: {} for v in plan.checkpoints}
     missing = []
@@ -379,6 +399,11 @@ def summarise(mjob: MatrixJob, plan: Plan, pairs: Dict[str, Pair], done: Optiona
         result = done.results.get(cell.variant, {}).get(key)
         if result is None:
             result = finished_result(cell.path, cell.job, pairs[cell.variant].digests)
+            twin = twins.finished(cell, pairs[cell.variant].digests) if twins.needed(cell) else None
+            if twin is not None:
+                twins.adopt(cell, twin)
+            elif twins.needed(cell):
+                result = None
         if result is None:
             missing.append(str(cell.path.relative_to(plan.run_folder).with_suffix("")))
             continue
@@ -393,7 +418,6 @@ def summarise(mjob: MatrixJob, plan: Plan, pairs: Dict[str, Pair], done: Optiona
     cka_samples = cka["trained"][1]
     cka = {v: frame for v, (frame, _) in cka.items()}
     cka_seconds = time.perf_counter() - started
-    twins = done.twins
     summary = _assemble(mjob, plan, results, cka, seconds, done.cache_seconds, cka_seconds, argv)
     extra = twins.tables()
     if "matrix_mse" in extra:

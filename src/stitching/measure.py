@@ -11,6 +11,7 @@ from typing import Dict, Iterable, Optional
 import torch
 from tqdm import tqdm
 
+from src.stitching.batches import FrontCache
 from src.stitching.frank import FrankensteinNet
 from src.stitching.layers import AffineStitch
 
@@ -27,16 +28,20 @@ class Outputs:
 
 @torch.no_grad()
 def collect_outputs(frank: FrankensteinNet, ps_inv_stitch: AffineStitch, loader: Iterable, measure_samples: int,
-                    progress=None, network_logits: Optional[Dict[str, torch.Tensor]] = None) -> Outputs:
+                    progress=None, network_logits: Optional[Dict[str, torch.Tensor]] = None,
+                    fronts: Optional[FrontCache] = None, measured: Optional[torch.Tensor] = None) -> Outputs:
     """``network_logits``: the front and end networks' own logits on ``loader`` when already known (a stitch
-    matrix computes them once for all its cells; see :func:`network_logits`)."""
+    matrix computes them once for all its cells; see :func:`network_logits`). ``fronts``: the front layer's
+    activations on ``loader`` (a :class:`FrontCache` of it) and ``measured``: the end network's activations of
+    the measured samples (:func:`measured_targets`), when a stitch matrix has them already."""
     frank.eval()
     logits = {k: [] for k in LOGIT_KEYS}
     acts = {k: [] for k in ACTIVATION_KEYS}
     targets, kept = [], 0
-    for x, y in tqdm(loader, desc="evaluating on the test split", leave=False,
-                     disable=None if progress is None else not progress):
-        front = frank.front(x)
+    batches = fronts.items() if fronts is not None else ((x, y, None) for x, y in loader)
+    for x, y, front in tqdm(batches, desc="evaluating on the test split", leave=False, total=len(loader),
+                            disable=None if progress is None else not progress):
+        front = frank.front(x) if front is None else front
         trans, ps_inv = frank.stitch(front), ps_inv_stitch(front)
         if network_logits is None:
             logits["front"].append(frank.front_model(x).float().cpu())
@@ -46,13 +51,32 @@ def collect_outputs(frank: FrankensteinNet, ps_inv_stitch: AffineStitch, loader:
         targets.append(y.cpu())
         take = min(x.shape[0], measure_samples - kept)
         if take > 0:
-            end = frank.end_front(x)
-            for key, value in (("front", front), ("end", end), ("trans", trans), ("ps_inv", ps_inv)):
-                acts[key].append(value[:take].flatten(1).float().cpu())
+            end = measured[kept:kept + take] if measured is not None else _flat(frank.end_front(x)[:take])
+            acts["end"].append(end)
+            for key, value in (("front", front), ("trans", trans), ("ps_inv", ps_inv)):
+                acts[key].append(_flat(value[:take]))
             kept += take
     logits = {k: (network_logits[k] if network_logits is not None and k in network_logits else torch.cat(v))
               for k, v in logits.items()}
-    return Outputs(logits, torch.cat(targets), {k: torch.cat(v) for k, v in acts.items()} if kept else {})
+    return Outputs(logits, torch.cat(targets), {k: torch.cat(acts[k]) for k in ACTIVATION_KEYS} if kept else {})
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(1).float().cpu()
+
+
+@torch.no_grad()
+def measured_targets(end_front, loader: Iterable, measure_samples: int) -> torch.Tensor:
+    """The end network's own activations (``end_front``: its front part up to the end layer) of the first
+    ``measure_samples`` samples of ``loader``, as :func:`collect_outputs` measures them."""
+    acts, kept = [], 0
+    for x, _ in loader:
+        take = min(x.shape[0], measure_samples - kept)
+        if take <= 0:
+            break
+        acts.append(_flat(end_front(x)[:take]))
+        kept += take
+    return torch.cat(acts) if acts else torch.empty(0)
 
 
 @torch.no_grad()

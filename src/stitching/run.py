@@ -13,7 +13,7 @@ import datetime as _dt
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional
 
 import pandas as pd
 import torch
@@ -27,6 +27,7 @@ from src.seeding import generator, seed_everything
 from src.similarity import LeastSquaresFit
 from src.stitching.batches import CachedBatches, FrontCache, LiveBatches
 from src.stitching.build import build_frank, check_models_fit_dataset
+from src.stitching.caches import CellCaches
 from src.stitching.cut import INPUT_LAYER
 from src.stitching.frank import FrankensteinNet
 from src.stitching.images import check_input_stitch, grid_of, sample_images, save_image_grid
@@ -145,20 +146,24 @@ def front_cache(pair: Pair, job: StitchJob, front) -> FrontCache:
     return FrontCache(front, pair.plain_train(job), pair.device, limit_gb=job.cache_limit_gb)
 
 
-def fit_statistics(frank: FrankensteinNet, pair: Pair, job: StitchJob, cache: Optional[FrontCache] = None) -> LeastSquaresFit:
+def fit_statistics(frank: FrankensteinNet, pair: Pair, job: StitchJob, cache: Optional[FrontCache] = None,
+                   targets: Optional[FrontCache] = None) -> LeastSquaresFit:
     """Least-squares co-moments (front activation -> end activation) over the unaugmented training split.
 
     From the cache when given (no second front pass), else from a live pass; the batches are the same,
     so both give the same numbers. The rows are the stitch kind's design (:meth:`AffineStitch.design`: pixels for
     a 1x1 stitch, k x k patches for a strided one, resampled sender pixels for the resample kinds, samples otherwise).
+    ``targets``: the end network's activations at the end layer on the same split (a matrix's cache), else live.
     """
     if cache is not None:
         fronts = cache.batches()
     else:
         fronts = ((x, frank.front_activation(x)) for x, _ in pair.plain_train(job))
+    ends = (end for _, end in targets.batches()) if targets is not None else None
     fit = LeastSquaresFit()
     for x, front in fronts:
-        fit.update(*frank.stitch.design(front, frank.end_target(x)))
+        end = next(ends) if ends is not None else frank.end_target(x)
+        fit.update(*frank.stitch.design(front, end))
     return fit
 
 
@@ -180,8 +185,10 @@ def initialise(frank: FrankensteinNet, job: StitchJob, fit: LeastSquaresFit) -> 
     return Start(frank.stitch.param_dict(), mask, least_squares_weights(fit, job.low_rank))
 
 
-def train_cell(frank: FrankensteinNet, pair: Pair, job: StitchJob, cache: Optional[FrontCache] = None):
-    """Train the stitch (on the cache's activations when given); returns the learning curve and weight history."""
+def train_cell(frank: FrankensteinNet, pair: Pair, job: StitchJob, cache: Optional[FrontCache] = None,
+               val_cache: Optional[FrontCache] = None):
+    """Train the stitch (on the cache's activations when given; validation on ``val_cache``'s when given);
+    returns the learning curve and weight history."""
     teachers = teachers_needed(job.target_type) if job.objective == "task" else []
     end_target = needs_end_target(job.objective, job.cka_reg)
     if cache is not None:
@@ -189,31 +196,34 @@ def train_cell(frank: FrankensteinNet, pair: Pair, job: StitchJob, cache: Option
     else:
         train = pair.loader(job, "train", job.batch_size, seed=job.seed, drop_last=True, augment=augments(job))
         batches = LiveBatches(frank, train, teachers, end_target, pair.device)
-    val = pair.fixed_loader(job, "val", EVAL_BATCH)
+    val = val_cache if val_cache is not None else pair.fixed_loader(job, "val", EVAL_BATCH)
     return train_stitch(frank, batches, val, StitchSettings.from_job(job), pair.info.multilabel)
 
 
 def run_stitch(pair: Pair, job: StitchJob, run_folder: Path, argv=None, cache: Optional[FrontCache] = None,
-               frank: Optional[FrankensteinNet] = None, timing: Optional[Dict[str, float]] = None) -> Dict[str, Any]:
+               frank: Optional[FrankensteinNet] = None, timing: Optional[Dict[str, float]] = None,
+               shared: Optional[CellCaches] = None) -> Dict[str, Any]:
     """Everything after loading: build (unless ``frank`` is given), fit, initialise, train, evaluate; the result dict.
 
-    ``cache``: the front layer's :class:`FrontCache` (the job must have ``cache_front``); ``run_folder``:
-    ``<out>/<run-name>``, recorded in ``params``.
+    ``cache``: the front layer's :class:`FrontCache` (the job must have ``cache_front``); ``shared``: what a
+    stitch matrix has cached for this cell's layers (:mod:`src.stitching.caches`; the same numbers as the
+    live passes); ``run_folder``: ``<out>/<run-name>``, recorded in ``params``.
     """
     timing = dict(timing or {})
+    shared = shared or CellCaches()
     frank = frank or build_cell(pair, job)
     started = time.perf_counter()
-    fit = fit_statistics(frank, pair, job, cache)
+    fit = fit_statistics(frank, pair, job, cache, shared.targets)
     timing["statistics_seconds"] = time.perf_counter() - started
     start = initialise(frank, job, fit)
     timing.setdefault("cache_seconds", 0.0)
-    curve, history = train_cell(frank, pair, job, cache)
+    curve, history = train_cell(frank, pair, job, cache, shared.val)
     timing["epoch_seconds"] = [float(s) for s in curve["seconds"]] if len(curve) else []
 
     started = time.perf_counter()
     ps_inv_stitch = least_squares_stitch(frank.stitch, start.least_squares)
     outputs = collect_outputs(frank, ps_inv_stitch, pair.fixed_loader(job, "test", EVAL_BATCH), job.measure_samples,
-                              network_logits=pair.test_logits(job))
+                              network_logits=pair.test_logits(job), fronts=shared.test, measured=shared.measured)
     timing["evaluation_seconds"] = time.perf_counter() - started
 
     augment = augments(job)

@@ -7,10 +7,11 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from src.stitching.batches import FrontCache
 from src.stitching.frank import FrankensteinNet
 from src.stitching.losses import batch_cka
 from src.stitching.objectives import objective_loss
-from src.training.evaluate import evaluate, predictions_of
+from src.training.evaluate import EvalResult, evaluate, predictions_of, result_from_logits
 from src.training.optim import make_optimizer, step_schedule, warmup_cosine_schedule
 
 
@@ -34,6 +35,21 @@ class StitchSettings:
     @classmethod
     def from_job(cls, job) -> "StitchSettings":
         return cls(**{name: getattr(job, name) for name in cls.__dataclass_fields__})
+
+
+def validate(frank: FrankensteinNet, val, multilabel: bool = False) -> EvalResult:
+    """The stitched network's loss and accuracy on the validation split: ``val`` is its loader, or a
+    :class:`~src.stitching.batches.FrontCache` of the front layer on it (the same batches, so the same numbers)."""
+    if not isinstance(val, FrontCache):
+        return evaluate(frank, val, multilabel)
+    was_training = frank.training
+    frank.eval()
+    try:
+        with torch.no_grad():
+            logits = [frank.forward_from(x, front).float().cpu() for x, front in val.batches()]
+    finally:
+        frank.train(was_training)
+    return result_from_logits(torch.cat(logits), val.labels.cpu(), multilabel)
 
 
 def train_stitch(frank: FrankensteinNet, batches, val_loader, settings: StitchSettings, multilabel: bool = False,
@@ -90,7 +106,7 @@ def train_stitch(frank: FrankensteinNet, batches, val_loader, settings: StitchSe
             bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{total_hits / seen:.3f}")
         if not per_iteration:
             scheduler.step()
-        val = evaluate(frank, val_loader, multilabel)
+        val = validate(frank, val_loader, multilabel)
         rows.append({"epoch": epoch, "iteration": iteration, "train_loss": total_loss / max(seen, 1),
                      "train_accuracy": total_hits / max(seen, 1), "val_loss": val.loss, "val_accuracy": val.acc,
                      "lr": lr, "seconds": time.perf_counter() - started})

@@ -1,0 +1,164 @@
+"""Activations a stitch matrix computes once per layer instead of once per cell.
+
+A single stitch (``stitch_nets.py``) runs, besides its training, four passes through the frozen
+networks' early layers: the receiver's front part over the training split (the least-squares
+targets), the sender's front part over the validation split (every epoch) and over the test split
+(the evaluation), and the receiver's front part over the measured test samples (CKA and MSE of the
+stitch against the receiver). In a matrix each of these depends on one layer only, so
+:class:`MatrixCaches` computes each once: the sender's splits per sender layer (kept while that
+layer's receiver layers run, like the training-split :class:`~src.stitching.batches.FrontCache`)
+and the receiver's per receiver layer (kept for the whole matrix). Every cache is filled with the
+same loader and batches as the live pass it replaces, so a cell's numbers are exactly those of a
+single stitch with the same job.
+
+One pass for all layers: :meth:`MatrixCaches.prefill` runs each network once per split with forward
+hooks on all of the matrix's layers of that network (instead of one truncated network per layer,
+each repeating the expensive early layers), when every layer's activations of that split fit the
+budget together and BatchNorm folding is off (a folded front part computes other numbers).
+
+Memory: each cache is only made while the caches of that side stay within the job's
+``cache_limit_gb`` (float32 activations); past it the cell computes that pass live, as a single
+stitch does.
+"""
+from dataclasses import dataclass, replace
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from src.features.hooks import capture
+from src.features.stream import layer_outputs
+from src.stitching.batches import FrontCache
+from src.stitching.cut import INPUT_LAYER, FrontPart
+from src.stitching.job import StitchJob
+from src.stitching.measure import measured_targets
+
+
+@dataclass
+class CellCaches:
+    """What one cell may read instead of computing (None: compute it live)."""
+
+    train: Optional[FrontCache] = None  # sender activations, unaugmented training split (statistics, training)
+    val: Optional[FrontCache] = None  # sender activations, validation split (the per-epoch validation pass)
+    test: Optional[FrontCache] = None  # sender activations, test split (evaluation)
+    targets: Optional[FrontCache] = None  # receiver activations at the end layer, training split (least squares)
+    measured: Optional[torch.Tensor] = None  # receiver activations, the measured test samples (flattened, CPU)
+
+
+class MatrixCaches:
+    """The caches of one pair of networks (one variant of a matrix); see the module docstring."""
+
+    def __init__(self, pair, job: StitchJob, eval_batch: int):
+        self.pair, self.job, self.eval_batch = pair, job, eval_batch
+        self.limit_gb = float(job.cache_limit_gb)
+        self.receiver: Dict[str, Dict[str, object]] = {}
+        self.receiver_gb = 0.0
+        self.senders: Dict[str, CellCaches] = {}  # prefilled sender layers
+        self.sender_gb = 0.0
+
+    def prefill(self, senders: Sequence[str], receivers: Sequence[str]) -> None:
+        """Fill the sender layers' and the receiver layers' caches with one pass per network and split (see the
+        module docstring); a split whose layers do not fit the budget together is left to the per-layer path."""
+        pair, job = self.pair, self.job
+        if job.fold_bn:
+            return
+        senders = [s for s in senders if s != INPUT_LAYER]
+        receivers = [r for r in receivers if r != INPUT_LAYER]
+        splits = {"train": pair.plain_train(job), "val": pair.fixed_loader(job, "val", self.eval_batch),
+                  "test": pair.fixed_loader(job, "test", self.eval_batch)}
+        train = self._one_pass(pair.front_model, senders, splits["train"], "sender") if senders else None
+        if train:  # the other splits only where the training split's caches (which the matrix needs) fit
+            found = {split: (self._one_pass(pair.front_model, senders, loader, "sender") if loader.num_samples else None)
+                     for split, loader in splits.items() if split != "train"}
+            for s in senders:
+                self.senders[s] = CellCaches(train=train[s], **{split: caches[s] if caches else None
+                                                                 for split, caches in found.items()})
+        if receivers:
+            targets = self._one_pass(pair.end_model, receivers, splits["train"], "receiver")
+            if targets:
+                measured = _first_samples(pair.end_model, receivers, splits["test"], job.measure_samples)
+                for r in receivers:
+                    self.receiver[r] = {"targets": targets[r], "measured": measured[r]}
+                    self.receiver_gb += measured[r].numel() * 4 / 2**30
+
+    def _one_pass(self, model, layers: Sequence[str], loader, side: str) -> Optional[Dict[str, FrontCache]]:
+        """Every layer's activations on ``loader`` from one forward pass per batch, or None past the budget."""
+        x, _ = next(iter(loader))
+        sizes = [o[0].numel() * 4 * loader.num_samples / 2**30 for o in _outputs(model, layers, x[:1].to(self.pair.device))]
+        used = self.sender_gb if side == "sender" else self.receiver_gb
+        if used + sum(sizes) > self.limit_gb:
+            return None
+        per_layer, labels = {name: [] for name in layers}, []
+        recorder = capture(model, layers)
+        with torch.no_grad(), recorder:
+            for x, y in loader:
+                outputs = layer_outputs(model, x.to(self.pair.device, non_blocking=True), recorder, layers)
+                for name, out in zip(layers, outputs):
+                    per_layer[name].append(out)
+                labels.append(y.to(self.pair.device))
+        labels = torch.cat(labels)
+        caches = {name: FrontCache.of(loader, self.pair.device, torch.cat(outs), labels) for name, outs in per_layer.items()}
+        if side == "sender":
+            self.sender_gb += sum(sizes)
+        else:
+            self.receiver_gb += sum(sizes)
+        return caches
+
+    def _cache(self, front, loader, used_gb: float) -> Optional[FrontCache]:
+        if used_gb + FrontCache.size_gb(front, loader) > self.limit_gb:
+            return None
+        return FrontCache(front, loader, self.pair.device, limit_gb=self.limit_gb)
+
+    def sender(self, layer: str) -> CellCaches:
+        """The sender layer's activations on the training, validation and test splits (the training one always:
+        the matrix requires it, as ``--cache-front`` does)."""
+        if layer in self.senders:
+            return self.senders[layer]
+        pair, job = self.pair, self.job
+        front = FrontPart(pair.front_model, layer, job.fold_bn)
+        train = FrontCache(front, pair.plain_train(job), pair.device, limit_gb=self.limit_gb)
+        used = FrontCache.size_gb(front, pair.plain_train(job))
+        val_loader = pair.fixed_loader(job, "val", self.eval_batch)
+        val = self._cache(front, val_loader, used) if val_loader.num_samples else None
+        used += val.front.numel() * 4 / 2**30 if val is not None else 0.0
+        test = self._cache(front, pair.fixed_loader(job, "test", self.eval_batch), used)
+        return CellCaches(train=train, val=val, test=test)
+
+    def cell(self, sender: CellCaches, receiver_layer: str) -> CellCaches:
+        """``sender``'s caches with the receiver layer's (made on first use, then kept)."""
+        if receiver_layer not in self.receiver:
+            self.receiver[receiver_layer] = self._receiver(receiver_layer)
+        return replace(sender, **self.receiver[receiver_layer])
+
+    def _receiver(self, layer: str) -> Dict[str, object]:
+        pair, job = self.pair, self.job
+        end_front = FrontPart(pair.end_model, layer, job.fold_bn)
+        targets = self._cache(end_front, pair.plain_train(job), self.receiver_gb)
+        if targets is not None:
+            self.receiver_gb += targets.front.numel() * 4 / 2**30
+        measured = measured_targets(end_front, pair.fixed_loader(job, "test", self.eval_batch), job.measure_samples)
+        self.receiver_gb += measured.numel() * 4 / 2**30
+        return {"targets": targets, "measured": measured}
+
+
+def _outputs(model, layers: Sequence[str], x: torch.Tensor) -> List[torch.Tensor]:
+    recorder = capture(model, layers)
+    with torch.no_grad(), recorder:
+        return layer_outputs(model, x, recorder, layers)
+
+
+@torch.no_grad()
+def _first_samples(model, layers: Sequence[str], loader, measure_samples: int) -> Dict[str, torch.Tensor]:
+    """:func:`~src.stitching.measure.measured_targets` of every layer from one pass (whole batches, then cut,
+    as the single stitch computes them)."""
+    per_layer: Dict[str, List[torch.Tensor]] = {name: [] for name in layers}
+    kept = 0
+    recorder = capture(model, layers)
+    with recorder:
+        for x, _ in loader:
+            take = min(x.shape[0], measure_samples - kept)
+            if take <= 0:
+                break
+            for name, out in zip(layers, layer_outputs(model, x, recorder, layers)):
+                per_layer[name].append(out[:take].flatten(1).float().cpu())
+            kept += take
+    return {name: torch.cat(outs) if outs else torch.empty(0) for name, outs in per_layer.items()}
