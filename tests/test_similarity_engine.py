@@ -147,3 +147,13 @@ def test_non_finite_activations_are_refused_and_finite_ones_whose_sum_overflows_
         x[3, 2] = bad
     with pytest.raises(UserError, match="NaN or inf"):
         check_finite(x, "x")
+
+
+@pytest.mark.parametrize("n", [30, 400])  # fewer samples than features (Gram form) and more (feature form)
+def test_cka_against_is_cka_of_each_with_the_shared_side_computed_once(n):
+    from src.similarity import cka_against
+
+    g = torch.Generator().manual_seed(12)
+    y = torch.randn(n, 4, 5, 5, generator=g)
+    xs = [y + 0.5 * torch.randn(n, 4, 5, 5, generator=g), torch.randn(n, 60, generator=g), y.flip(1)]
+    assert cka_against(xs, y) == [cka(x, y) for x in xs]

@@ -20,8 +20,8 @@ Layer x layer matrices: :func:`layer_similarity` (models and loaders -> :class:`
 """
 from src.similarity.basic import corr, l2
 from src.similarity.cca import canonical_correlations, cca, cca_mean_rho, pwcca, svcca
-from src.similarity.cka import (MinibatchCKA, centered_gram, cka, cka_debiased, cka_minibatch, cka_rbf, dcka,
-                                rbf_gram)
+from src.similarity.cka import (MinibatchCKA, centered_gram, cka, cka_against, cka_debiased, cka_minibatch, cka_rbf,
+                                dcka, rbf_gram)
 from src.similarity.procrustes import procrustes
 from src.similarity.registry import (ASYMMETRIC, DISTANCES, FLOAT_MEASURES, MEASURES, NEEDS_INPUTS, RECORDS, RETURNS,
                                      Measure, get_measure, get_record)
@@ -34,7 +34,7 @@ from src.similarity.api import layer_similarity
 __all__ = [
     "RECORDS", "Measure", "get_record", "MEASURES", "RETURNS", "FLOAT_MEASURES", "DISTANCES", "NEEDS_INPUTS",
     "ASYMMETRIC", "get_measure",
-    "cka", "cka_debiased", "cka_rbf", "cka_minibatch", "MinibatchCKA", "dcka", "centered_gram", "rbf_gram",
+    "cka", "cka_against", "cka_debiased", "cka_rbf", "cka_minibatch", "MinibatchCKA", "dcka", "centered_gram", "rbf_gram",
     "cca", "cca_mean_rho", "svcca", "pwcca", "canonical_correlations", "procrustes",
     "lr", "ps_inv", "ls_orth", "ls_sum", "LeastSquaresFit", "l2", "corr",
     "layer_similarity", "SimilarityMatrix", "cka_matrix", "pairwise_matrix", "HSICMatrix",

@@ -5,7 +5,7 @@ from torch import nn
 
 from src.data import dataset_info
 from src.errors import UserError
-from src.stitching.frank import FrankensteinNet, activation_shape
+from src.stitching.frank import FrankensteinNet, activation_shape, network_part
 from src.stitching.layers import make_stitch
 
 
@@ -23,16 +23,25 @@ def check_models_fit_dataset(front_meta: Dict[str, Any], end_meta: Dict[str, Any
 def build_frank(front_model: nn.Module, end_model: nn.Module, front_layer: str, end_layer: str,
                 input_shape: Sequence[int], flatten: bool = False, rank: Optional[int] = None,
                 device="cpu", fold_batchnorm: bool = False, pool: bool = False,
-                kind: Optional[str] = None) -> FrankensteinNet:
+                kind: Optional[str] = None, parts: Optional[Dict] = None) -> FrankensteinNet:
     """The stitched network with a freshly initialised stitch of the kind the two activation shapes and the
     options call for (or of the named ``kind``, e.g. the one recorded in a result).
 
-    Wrong layer names raise the error listing the valid layers; unstitchable shapes an error giving both.
+    ``parts``: a memo of the networks' cut parts and activation shapes shared by several builds from the same
+    two loaded networks (:func:`src.stitching.frank.network_part`). Wrong layer names raise the error listing
+    the valid layers; unstitchable shapes an error giving both.
     """
     from src.stitching.cut import FrontPart
 
+    parts = {} if parts is None else parts
     front_model, end_model = front_model.to(device).eval(), end_model.to(device).eval()
-    front_shape = activation_shape(FrontPart(front_model, front_layer), input_shape, device)
-    end_shape = activation_shape(FrontPart(end_model, end_layer), input_shape, device)
-    stitch = make_stitch(front_shape, end_shape, flatten=flatten, rank=rank, pool=pool, kind=kind).to(device)
-    return FrankensteinNet(front_model, end_model, front_layer, end_layer, stitch, fold_batchnorm).to(device)
+
+    def shape(model, layer):
+        key = ("shape", id(model), layer, tuple(input_shape))
+        if key not in parts:
+            parts[key] = activation_shape(network_part(parts, FrontPart, model, layer), input_shape, device)
+        return parts[key]
+
+    stitch = make_stitch(shape(front_model, front_layer), shape(end_model, end_layer), flatten=flatten, rank=rank,
+                         pool=pool, kind=kind).to(device)
+    return FrankensteinNet(front_model, end_model, front_layer, end_layer, stitch, fold_batchnorm, parts).to(device)

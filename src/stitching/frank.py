@@ -1,5 +1,5 @@
 """The stitched ("Frankenstein") network: front network up to a layer, a stitch, end network after a layer."""
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -21,6 +21,16 @@ def activation_shape(part: nn.Module, input_shape, device="cpu") -> Tuple[int, .
         return tuple(part(torch.zeros(2, *input_shape, device=device)).shape[1:])
 
 
+def network_part(memo: Dict, kind, model: nn.Module, layer: str, fold_batchnorm: bool = False):
+    """``kind(model, layer, fold_batchnorm)`` (a :class:`FrontPart` or :class:`EndPart`), made once per ``memo``
+    (a stitch matrix keeps one per pair of loaded networks: the parts are stateless views of frozen networks, so
+    its cells share them instead of tracing the same cut again)."""
+    key = (kind.__name__, id(model), layer, fold_batchnorm)
+    if key not in memo:
+        memo[key] = kind(model, layer, fold_batchnorm)
+    return memo[key]
+
+
 class FrankensteinNet(nn.Module):
     """``end_after(end_layer)(x, stitch(front_upto(front_layer)(x)))``.
 
@@ -31,14 +41,15 @@ class FrankensteinNet(nn.Module):
     """
 
     def __init__(self, front_model: nn.Module, end_model: nn.Module, front_layer: str, end_layer: str,
-                 stitch: AffineStitch, fold_batchnorm: bool = False):
+                 stitch: AffineStitch, fold_batchnorm: bool = False, parts: Optional[Dict] = None):
         super().__init__()
         self.front_model = freeze(front_model)
         self.end_model = freeze(end_model)
         self.front_layer, self.end_layer = front_layer, end_layer
         self.fold_batchnorm = fold_batchnorm
-        self.front = FrontPart(self.front_model, front_layer, fold_batchnorm)
-        self.end = EndPart(self.end_model, end_layer, fold_batchnorm)
+        self._parts = {} if parts is None else parts
+        self.front = network_part(self._parts, FrontPart, self.front_model, front_layer, fold_batchnorm)
+        self.end = network_part(self._parts, EndPart, self.end_model, end_layer, fold_batchnorm)
         self.stitch = stitch
         self._end_front: Optional[FrontPart] = None
 
@@ -51,7 +62,7 @@ class FrankensteinNet(nn.Module):
     @property
     def end_front(self) -> FrontPart:
         if self._end_front is None:
-            self._end_front = FrontPart(self.end_model, self.end_layer, self.fold_batchnorm)
+            self._end_front = network_part(self._parts, FrontPart, self.end_model, self.end_layer, self.fold_batchnorm)
         return self._end_front
 
     def front_activation(self, x: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
-from src.similarity import cka, l2
+from src.similarity import cka_against, l2
 from src.stitching.measure import Outputs
 from src.training.evaluate import result_from_logits
 
@@ -89,7 +89,8 @@ def build_result(*, params: Dict[str, Any], outputs: Outputs, multilabel: bool, 
     acts = outputs.activations
     result["measure_samples"] = int(acts["end"].shape[0]) if acts else 0
     if acts:
-        result["cka"], result["cka_frank"], result["cka_ps_inv"] = (cka(acts[k], acts["end"]) for k in ("front", "trans", "ps_inv"))
+        result["cka"], result["cka_frank"], result["cka_ps_inv"] = cka_against([acts[k] for k in ("front", "trans", "ps_inv")],
+                                                                              acts["end"])
         result["l2"], result["l2_frank"], result["l2_ps_inv"] = (_l2_or_none(acts[k], acts["end"]) for k in ("front", "trans", "ps_inv"))
     result.update(extra)
     result["git"] = {k: result["provenance"]["git"].get(k) for k in ("branch", "commit", "dirty")}

@@ -78,6 +78,11 @@ class Pair:
             self._memo[key] = self.loader(job, split, batch_size, shuffle=False, augment=False)
         return self._memo[key]
 
+    @property
+    def parts(self) -> Dict[Any, Any]:
+        """The networks' cut parts and activation shapes, traced once for every stitch between them."""
+        return self._memo.setdefault("parts", {})
+
     def plain_train(self, job: StitchJob):
         """The training split in order, unaugmented: the least-squares fit's (and the cache's) batches."""
         return self.fixed_loader(job, "train", STATISTICS_BATCH)
@@ -130,7 +135,7 @@ def build_cell(pair: Pair, job: StitchJob) -> FrankensteinNet:
     seed_everything(job.seed)
     frank = build_frank(pair.front_model, pair.end_model, job.front_layer, job.end_layer, pair.input_shape,
                         flatten=job.flatten, rank=job.low_rank, device=pair.device, fold_batchnorm=job.fold_bn,
-                        pool=job.pool)
+                        pool=job.pool, parts=pair.parts)
     check_options(frank.stitch, job.init, job.mask)
     return frank
 
