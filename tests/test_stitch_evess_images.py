@@ -122,6 +122,11 @@ def test_objective_both_trains_a_twin_per_cell_and_the_statistics_recompute_from
     assert saved.loc[("all", "min"), "n_cells"] == 4 and saved.loc[("input", "mean"), "n_cells"] == 2
     assert pd.read_csv(run / "cka.csv", index_col=0)["input"].isna().all()  # no CKA with the raw input
     assert (run / "images.png").stat().st_size > 0
+    # the triangle statistic leaves the input column out (a generated image is not a receiver depth): only
+    # the bn8 column counts, a single receiver layer, so both of its cells are on or below the diagonal
+    triangle = summary["triangle"]["trained"]["stitched"]
+    assert (triangle["cells_on_or_below"], triangle["cells_above"]) == (2, 0)
+    assert triangle["mean_on_or_below"] == pytest.approx(summary["matrix"]["bn8"].mean(), rel=1e-12)
     assert set(summary["images"]) == {"bn7", "bn8"} and set(summary["images"]["bn7"]) == {"task", "mse"}
     stored = pd.read_pickle(path)
     assert stored["evess"].equals(summary["evess"]) and "matrix_mse" in stored["tables"]

@@ -60,7 +60,11 @@ def test_result_pickle_has_the_reference_keys_and_plain_values(nets, tmp_path):
     env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
     done = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
-    assert pd.read_csv(path.with_suffix(".csv")).loc[0, "trans_acc"] == pytest.approx(result["model_results"]["trans"]["acc"])
+    row = pd.read_csv(path.with_suffix(".csv")).loc[0]
+    assert row["trans_acc"] == pytest.approx(result["model_results"]["trans"]["acc"])
+    # the row says how the stitch was made, not only what it scored
+    assert (row["stitch_kind"], row["schedule"], row["seed"]) == (result["stitch"]["mode"], result["params"]["schedule"],
+                                                                  result["params"]["seed"])
     assert len(load_summaries(tmp_path / "res")) == 1
 
 

@@ -461,9 +461,8 @@ def _assemble(mjob, plan: Plan, results, cka, seconds, cache_seconds, cka_second
         tables[table_name("ps_inv", variant)] = _frame({k: r["model_results"]["ps_inv"]["acc"] for k, r in cells.items()}, S, R)
         tables[table_name("cka", variant)] = cka[variant]
         spearmans[variant] = spearman(acc.to_numpy(), cka[variant].to_numpy())
-        triangles[variant] = {"stitched": triangle_statistic(acc.to_numpy()),
-                              "least_squares": triangle_statistic(tables[table_name("ps_inv", variant)].to_numpy()),
-                              "cka": triangle_statistic(cka[variant].to_numpy())}
+        triangles[variant] = {"stitched": _triangle(acc), "least_squares": _triangle(tables[table_name("ps_inv", variant)]),
+                              "cka": _triangle(cka[variant])}
     base = plan.base
     return {
         "format": FORMAT, "version": VERSION,
@@ -484,6 +483,12 @@ def _assemble(mjob, plan: Plan, results, cka, seconds, cache_seconds, cka_second
                    "cache_seconds": cache_seconds, "cka_seconds": cka_seconds},
         "provenance": provenance(base, argv),
     }
+
+
+def _triangle(frame: pd.DataFrame) -> Dict[str, float]:
+    """The triangle statistic over the receiver layers proper: a stitch into the ``input`` generates an image, it
+    is not a receiver depth (as in the EV / ES / SV groups, :func:`src.stitching.evess.cell_position`)."""
+    return triangle_statistic(frame.drop(columns=[INPUT_LAYER], errors="ignore").to_numpy())
 
 
 def _write_outputs(plan: Plan, summary: Dict[str, Any], depth_axes: bool) -> Path:
