@@ -294,6 +294,31 @@ def test_save_writes_plain_readable_files(tmp_path):
     with pytest.raises(UserError, match="already holds matrix.csv.*pass --overwrite"):
         sim.save(tmp_path / "out")
     sim.save(tmp_path / "out", overwrite=True)
+    # replaced by a matrix without statistics: none of the previous p-values or intervals stays beside it
+    plain = layer_similarity(m1, m2, data(), layers1=PATTERN, layers2=["fc"])
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    plain.save(tmp_path / "out", overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "heatmap.png", "matrix.csv", "matrix.npz", "matrix.pkl", "notes.txt"]
+    assert SimilarityMatrix.load(tmp_path / "out").cols == ["fc"]
+
+
+def test_an_interrupted_save_leaves_the_previous_files(tmp_path, monkeypatch):
+    import src.similarity.result as result_module
+
+    first = layer_similarity(net(0), net(1), data(), layers1=PATTERN, layers2=["fc"])
+    first.save(tmp_path / "out")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+
+    def fail(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(result_module, "save_heatmap", fail)  # the last file of a save
+    second = layer_similarity(net(0), net(1), data(), layers1=PATTERN, layers2=["relu2"])
+    with pytest.raises(KeyboardInterrupt):
+        second.save(tmp_path / "out", overwrite=True)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging folder left behind
 
 
 def test_plot_draws_labelled_axes():

@@ -13,13 +13,10 @@ from src.compare.common import check_input_fits, display_name, eval_loader, load
 from src.config import get_config, resolve_device, resolve_path
 from src.errors import UserError
 from src.provenance import provenance
-from src.results_io import claim_output, staged_folder
+from src.results_io import claim_output
 from src.similarity import SimilarityMatrix, layer_similarity
-from src.similarity.result import EXTRA_FILES
+from src.similarity.result import OUTPUT_FILES
 from src.validation import check_writable_dir
-
-#: Every file a run writes into its folder (the pickle, written last, marks a complete run).
-OUTPUT_FILES = ("matrix.csv", "matrix.npz", "matrix.pkl", "heatmap.png", *EXTRA_FILES.values())
 
 
 def default_out_dir(args, results_dir: Path, dataset: str, dataset2: Optional[str], meta1: Dict[str, Any],
@@ -71,8 +68,8 @@ def compare_layers(args, argv=None) -> Tuple[SimilarityMatrix, Dict[str, Path]]:
     with claim_output(out_dir):
         _refuse_existing(out_dir, args.overwrite)
         sim = _compute(args, model1, model2, meta1, meta2, dataset, dataset2, device, config)
-        with staged_folder(out_dir, OUTPUT_FILES, marker="matrix.pkl") as staging:
-            sim.save(staging, provenance=provenance(args, argv))
+        sim.save(out_dir, overwrite=True, provenance=provenance(args, argv))  # refused above unless --overwrite;
+        # the files are staged and moved in together, the pickle (the mark of a complete run) last
     return sim, sim.output_files(out_dir)
 
 

@@ -21,11 +21,13 @@ import pandas as pd
 
 from src.errors import UserError
 from src.provenance import jsonable
-from src.results_io import atomic_write, read_pickle, write_csv, write_pickle
+from src.results_io import atomic_write, read_pickle, staged_folder, write_csv, write_pickle
 from src.similarity.plot import draw_heatmap, save_heatmap
 from src.similarity.registry import RECORDS
 
 EXTRA_FILES = {"pvalues": "pvalues.csv", "ci_low": "ci_low.csv", "ci_high": "ci_high.csv"}
+#: Every file :meth:`SimilarityMatrix.save` may write.
+OUTPUT_FILES = ("matrix.csv", "matrix.npz", "matrix.pkl", "heatmap.png", *EXTRA_FILES.values())
 
 
 @dataclass
@@ -141,7 +143,9 @@ class SimilarityMatrix:
         """Write the files listed in the module docstring into ``directory``; returns their paths.
 
         Existing files are replaced only with ``overwrite=True`` (``--overwrite``); otherwise nothing
-        is written and a UserError names them.
+        is written and a UserError names them. The files are written into a fresh folder and moved in
+        together, the pickle last (:func:`src.results_io.staged_folder`): an interrupted save leaves the
+        previous files, and a replaced matrix never keeps the previous one's p-values or intervals.
         """
         paths = self.output_files(directory)
         existing = [p.name for p in paths.values() if p.exists()]
@@ -152,6 +156,12 @@ class SimilarityMatrix:
             from src.provenance import provenance as make_provenance
 
             provenance = make_provenance()
+        with staged_folder(directory, OUTPUT_FILES, marker="matrix.pkl") as staging:
+            self._write(staging, provenance)
+        return paths
+
+    def _write(self, directory: Path, provenance: Dict[str, Any]) -> None:
+        paths = self.output_files(directory)
         write_csv(paths["csv"], self.to_frame(), index=True)
         for key in EXTRA_FILES:
             if key in paths:
@@ -172,4 +182,3 @@ class SimilarityMatrix:
         atomic_write(paths["npz"], write_npz)
         write_pickle(paths["pkl"], self.to_dict(provenance))
         save_heatmap(paths["png"], self.values, self.rows, self.cols, provenance=provenance, **self._plot_options())
-        return paths
