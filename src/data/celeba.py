@@ -18,7 +18,6 @@ from typing import Optional, Tuple
 
 import pandas as pd
 import torch
-import torchvision.transforms.functional as TF
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
@@ -89,12 +88,16 @@ def _open_rgb(path: Path) -> Image.Image:
 
 def eval_transform(image: Image.Image) -> torch.Tensor:
     """Resize((256, 256)) -> CenterCrop(224) -> float (3, 224, 224) of ``pixel - 117``."""
+    import torchvision.transforms.functional as TF  # here, not at import: torchvision costs every script ~1.5 s
+
     image = TF.center_crop(TF.resize(image, list(RESIZE)), [CROP, CROP])
     return TF.pil_to_tensor(image).float() - PIXEL_OFFSET
 
 
 def train_transform(image: Image.Image, generator: torch.Generator) -> torch.Tensor:
     """Resize -> RandomCrop(224) -> Pad(10, edge) -> RandomRotation(10) -> CenterCrop(224) -> ``pixel - 117``."""
+    import torchvision.transforms.functional as TF
+
     image = TF.resize(image, list(RESIZE))
     top, left = torch.randint(0, RESIZE[0] - CROP + 1, (2,), generator=generator).tolist()
     image = TF.crop(image, top, left, CROP, CROP)

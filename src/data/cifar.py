@@ -13,10 +13,9 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
-import torchvision
 
 from src.config import Config
-from src.data.files import FileKey, file_key, torchvision_download
+from src.data.files import FileKey, file_key, torchvision_class, torchvision_download
 from src.data.registry import dataset_info
 from src.errors import UserError
 
@@ -26,7 +25,9 @@ FILES: Dict[str, Dict[bool, Tuple[str, ...]]] = {
     "cifar100": {True: ("train",), False: ("test",)},
 }
 LABEL_KEYS = {"cifar10": "labels", "cifar100": "fine_labels"}
-TORCHVISION_CLASSES = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}
+#: torchvision's dataset class of each name (by attribute name of ``torchvision.datasets``, imported only to
+#: download: importing torchvision costs a script about 1.5 s of start-up).
+TORCHVISION_CLASSES = {"cifar10": "CIFAR10", "cifar100": "CIFAR100"}
 
 
 def _entry(batch: dict, key: str, path: Path):
@@ -78,7 +79,7 @@ def load_cifar(name: str, train: bool, config: Config, download: bool = False) -
     folder = config.dataset_root / FOLDERS[name]
     all_files = _paths(name, folder, True) + _paths(name, folder, False)
     if download and not all(p.is_file() for p in all_files):
-        torchvision_download(TORCHVISION_CLASSES[name], config.dataset_root, info.display_name)
+        torchvision_download(torchvision_class(TORCHVISION_CLASSES[name]), config.dataset_root, info.display_name)
     missing = [p.name for p in all_files if not p.is_file()]
     if missing:
         raise UserError(

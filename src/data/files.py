@@ -13,6 +13,15 @@ def file_key(path: Path) -> FileKey:
     return str(path), stat.st_size, stat.st_mtime_ns
 
 
+def torchvision_class(dataset) -> Callable:
+    """A ``torchvision.datasets`` class given by name (torchvision imported only now), or ``dataset`` itself."""
+    if not isinstance(dataset, str):
+        return dataset
+    import torchvision.datasets
+
+    return getattr(torchvision.datasets, dataset)
+
+
 def torchvision_download(dataset_class: Callable, root: Path, display_name: str) -> None:
     """Fetch a dataset into ``root`` with torchvision's ``download=True``.
 

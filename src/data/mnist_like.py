@@ -17,10 +17,9 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-import torchvision
 
 from src.config import Config
-from src.data.files import FileKey, file_key, torchvision_download
+from src.data.files import FileKey, file_key, torchvision_class, torchvision_download
 from src.data.idx import read_idx
 from src.data.registry import dataset_info
 from src.errors import UserError
@@ -28,7 +27,9 @@ from src.errors import UserError
 IMAGE_FILES = {True: "train-images-idx3-ubyte", False: "t10k-images-idx3-ubyte"}
 LABEL_FILES = {True: "train-labels-idx1-ubyte", False: "t10k-labels-idx1-ubyte"}
 ALL_FILES = tuple(IMAGE_FILES.values()) + tuple(LABEL_FILES.values())
-TORCHVISION_CLASSES = {"mnist": torchvision.datasets.MNIST, "fashion": torchvision.datasets.FashionMNIST}
+#: torchvision's dataset class of each name (by attribute name of ``torchvision.datasets``, imported only to
+#: download: importing torchvision costs a script about 1.5 s of start-up).
+TORCHVISION_CLASSES = {"mnist": "MNIST", "fashion": "FashionMNIST"}
 
 
 def search_folders(name: str, config: Config) -> List[Tuple[Path, str]]:
@@ -73,7 +74,7 @@ def locate_files(name: str, config: Config, download: bool = False) -> Dict[str,
         if files is not None:
             return files
     if download:
-        torchvision_download(TORCHVISION_CLASSES[name], config.dataset_root, dataset_info(name).display_name)
+        torchvision_download(torchvision_class(TORCHVISION_CLASSES[name]), config.dataset_root, dataset_info(name).display_name)
         files = _files_in(folders[0][0])
         if files is not None:
             return files
