@@ -20,6 +20,7 @@ Memory: each cache is only made while the caches of that side stay within the jo
 ``cache_limit_gb`` (float32 activations); past it the cell computes that pass live, as a single
 stitch does.
 """
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence
 
@@ -65,9 +66,11 @@ class MatrixCaches:
         receivers = [r for r in receivers if r != INPUT_LAYER]
         splits = {"train": pair.plain_train(job), "val": pair.fixed_loader(job, "val", self.eval_batch),
                   "test": pair.fixed_loader(job, "test", self.eval_batch)}
+        front_logits: List[torch.Tensor] = []  # the sender's own test logits, from its test pass
         train = self._one_pass(pair.front_model, senders, splits["train"], "sender") if senders else None
         if train:  # the other splits only where the training split's caches (which the matrix needs) fit
-            found = {split: (self._one_pass(pair.front_model, senders, loader, "sender") if loader.num_samples else None)
+            found = {split: (self._one_pass(pair.front_model, senders, loader, "sender",
+                                            front_logits if split == "test" else None) if loader.num_samples else None)
                      for split, loader in splits.items() if split != "train"}
             for s in senders:
                 self.senders[s] = CellCaches(train=train[s], **{split: caches[s] if caches else None
@@ -75,13 +78,18 @@ class MatrixCaches:
         if receivers:
             targets = self._one_pass(pair.end_model, receivers, splits["train"], "receiver")
             if targets:
-                measured = _first_samples(pair.end_model, receivers, splits["test"], job.measure_samples)
+                end_logits: Optional[List[torch.Tensor]] = [] if front_logits else None  # then the whole test split
+                measured = _test_pass(pair.end_model, receivers, splits["test"], job.measure_samples, end_logits)
                 for r in receivers:
                     self.receiver[r] = {"targets": targets[r], "measured": measured[r]}
                     self.receiver_gb += measured[r].numel() * 4 / 2**30
+                if end_logits:  # both networks' own test logits came with the passes: none of its own
+                    pair.remember_test_logits(job, {"front": torch.cat(front_logits), "end": torch.cat(end_logits)})
 
-    def _one_pass(self, model, layers: Sequence[str], loader, side: str) -> Optional[Dict[str, FrontCache]]:
-        """Every layer's activations on ``loader`` from one forward pass per batch, or None past the budget."""
+    def _one_pass(self, model, layers: Sequence[str], loader, side: str,
+                  logits: Optional[List[torch.Tensor]] = None) -> Optional[Dict[str, FrontCache]]:
+        """Every layer's activations on ``loader`` from one forward pass per batch, or None past the budget;
+        ``logits``: a list to extend with the network's own outputs of the same passes."""
         x, _ = next(iter(loader))
         sizes = [o[0].numel() * 4 * loader.num_samples / 2**30 for o in _outputs(model, layers, x[:1].to(self.pair.device))]
         used = self.sender_gb if side == "sender" else self.receiver_gb
@@ -89,12 +97,14 @@ class MatrixCaches:
             return None
         per_layer, labels = {name: [] for name in layers}, []
         recorder = capture(model, layers)
-        with torch.no_grad(), recorder:
+        with torch.no_grad(), recorder, _network_output(model) as last:
             for x, y in loader:
                 outputs = layer_outputs(model, x.to(self.pair.device, non_blocking=True), recorder, layers)
                 for name, out in zip(layers, outputs):
                     per_layer[name].append(out)
                 labels.append(y.to(self.pair.device))
+                if logits is not None:
+                    logits.append(last["output"].float().cpu())
         labels = torch.cat(labels)
         caches = {name: FrontCache.of(loader, self.pair.device, torch.cat(outs), labels) for name, outs in per_layer.items()}
         if side == "sender":
@@ -146,19 +156,36 @@ def _outputs(model, layers: Sequence[str], x: torch.Tensor) -> List[torch.Tensor
         return layer_outputs(model, x, recorder, layers)
 
 
+@contextmanager
+def _network_output(model):
+    """``{"output": ...}``: the model's own output of its latest forward pass (a hook on the whole network)."""
+    last: Dict[str, torch.Tensor] = {}
+    handle = model.register_forward_hook(lambda module, inputs, output: last.__setitem__("output", output))
+    try:
+        yield last
+    finally:
+        handle.remove()
+
+
 @torch.no_grad()
-def _first_samples(model, layers: Sequence[str], loader, measure_samples: int) -> Dict[str, torch.Tensor]:
+def _test_pass(model, layers: Sequence[str], loader, measure_samples: int,
+               logits: Optional[List[torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
     """:func:`~src.stitching.measure.measured_targets` of every layer from one pass (whole batches, then cut,
-    as the single stitch computes them)."""
+    as the single stitch computes them); with ``logits`` (a list to extend) the pass covers the whole split
+    and collects the network's own outputs too, as :func:`~src.stitching.measure.network_logits` does."""
     per_layer: Dict[str, List[torch.Tensor]] = {name: [] for name in layers}
     kept = 0
     recorder = capture(model, layers)
-    with recorder:
+    with recorder, _network_output(model) as last:
         for x, _ in loader:
             take = min(x.shape[0], measure_samples - kept)
-            if take <= 0:
+            if take <= 0 and logits is None:
                 break
-            for name, out in zip(layers, layer_outputs(model, x, recorder, layers)):
-                per_layer[name].append(out[:take].flatten(1).float().cpu())
-            kept += take
+            outputs = layer_outputs(model, x, recorder, layers)
+            if logits is not None:
+                logits.append(last["output"].float().cpu())
+            if take > 0:
+                for name, out in zip(layers, outputs):
+                    per_layer[name].append(out[:take].flatten(1).float().cpu())
+                kept += take
     return {name: torch.cat(outs) if outs else torch.empty(0) for name, outs in per_layer.items()}

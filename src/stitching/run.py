@@ -87,9 +87,17 @@ class Pair:
         """The training split in order, unaugmented: the least-squares fit's (and the cache's) batches."""
         return self.fixed_loader(job, "train", STATISTICS_BATCH)
 
+    def remember_test_logits(self, job: StitchJob, logits: Dict[str, torch.Tensor]) -> None:
+        """What :meth:`test_logits` returns, computed by passes that ran anyway (a matrix's caches)."""
+        self._memo[self._logits_key(job)] = logits
+
+    @staticmethod
+    def _logits_key(job: StitchJob):
+        return ("test logits", job.val_size, job.max_samples)
+
     def test_logits(self, job: StitchJob) -> Dict[str, torch.Tensor]:
         """The front and end networks' own logits on the test split, computed once per pair."""
-        key = ("test logits", job.val_size, job.max_samples)
+        key = self._logits_key(job)
         if key not in self._memo:
             self._memo[key] = network_logits(self.front_model.eval(), self.end_model.eval(),
                                              self.fixed_loader(job, "test", EVAL_BATCH))
