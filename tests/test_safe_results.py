@@ -85,8 +85,20 @@ def test_valid_result_with_a_payload_nested_inside_is_refused(tmp_path):
     write_pickle(path, result)  # protocol 5: the global is named by STACK_GLOBAL, inside valid containers
     with pytest.raises(UserError, match=r"references posix\.system, which no result"):
         load_result(path)
-    assert load_summaries(tmp_path).empty  # skipped, not run
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable pickle\(s\): .*bn3-bn3.pkl \(refusing to load"):
+        assert load_summaries(tmp_path).empty  # skipped (and said so), not run
     assert not marker.exists()
+
+
+def test_load_summaries_passes_over_other_pickles_quietly_and_names_unreadable_ones(tmp_path):
+    good = {"params": {}, "model_results": {}, "trans_m": {}, "summary": {"trans_acc": 0.5}}
+    write_pickle(tmp_path / "run" / "cells" / "a--b.pkl", good)
+    write_pickle(tmp_path / "run" / "matrix.pkl", {"format": "drfrank-stitch-matrix", "tables": {}})
+    (tmp_path / "run" / "cells" / "c--d.pkl").write_bytes(pickle.dumps(good)[:20])  # truncated by a crash
+    with pytest.warns(UserWarning) as caught:
+        table = load_summaries(tmp_path)
+    assert list(table["trans_acc"]) == [0.5] and table["path"].iloc[0].endswith("a--b.pkl")
+    assert len(caught) == 1 and "c--d.pkl" in str(caught[0].message) and "matrix.pkl" not in str(caught[0].message)
 
 
 def test_matrix_pickle_with_a_payload_is_refused(tmp_path):

@@ -5,6 +5,7 @@
 >>> r["model_results"]["trans"]["acc"], r["cka_frank"]
 >>> table = load_summaries("results/")   # one row per result pickle below the folder
 """
+import warnings
 from pathlib import Path
 from typing import Any, Dict
 
@@ -17,23 +18,36 @@ from src.stitching.report import FORMAT
 REQUIRED_KEYS = ("params", "model_results", "trans_m")
 
 
+class NotAStitchResult(UserError):
+    """A pickle that loads safely but holds something else (a matrix summary, a similarity matrix, ...)."""
+
+
 def load_result(path) -> Dict[str, Any]:
     """The result dict of one stitching run (see :mod:`src.stitching.report` for the keys)."""
     result = read_pickle(path)
     if not isinstance(result, dict) or any(k not in result for k in REQUIRED_KEYS):
-        raise UserError(f"{path} is not a stitching result (it lacks {', '.join(k for k in REQUIRED_KEYS if not isinstance(result, dict) or k not in result)})")
+        raise NotAStitchResult(f"{path} is not a stitching result (it lacks {', '.join(k for k in REQUIRED_KEYS if not isinstance(result, dict) or k not in result)})")
     if result.get("format", FORMAT) != FORMAT:
-        raise UserError(f"{path} is a {result.get('format')} file, not a stitching result")
+        raise NotAStitchResult(f"{path} is a {result.get('format')} file, not a stitching result")
     return result
 
 
 def load_summaries(folder) -> pd.DataFrame:
-    """The summary rows of every stitching result pickle below ``folder``, with their paths."""
-    rows = []
+    """The summary rows of every stitching result pickle below ``folder``, with their paths.
+
+    Other kinds of pickle (a matrix's ``matrix.pkl``, similarity matrices) are passed over; a pickle that
+    cannot be read (corrupt, truncated, or refused by the safe loader) is passed over with a warning naming it.
+    """
+    rows, skipped = [], []
     for path in sorted(Path(folder).rglob("*.pkl")):
         try:
             result = load_result(path)
-        except UserError:
+        except NotAStitchResult:
+            continue
+        except UserError as err:
+            skipped.append(f"{path} ({err})")
             continue
         rows.append({"path": str(path), **result.get("summary", {})})
+    if skipped:
+        warnings.warn(f"load_summaries skipped {len(skipped)} unreadable pickle(s): {'; '.join(skipped)}", stacklevel=2)
     return pd.DataFrame(rows)
