@@ -28,6 +28,7 @@ ALLOWED_GLOBALS = frozenset({
     "pandas.DataFrame", "pandas.Series", "pandas.Index", "pandas.RangeIndex",
     "pandas.core.frame.DataFrame", "pandas.core.series.Series", "pandas.core.indexes.base.Index",
     "pandas.core.indexes.range.RangeIndex", "pandas.core.indexes.base._new_Index",
+    "pandas.MultiIndex", "pandas.core.indexes.multi.MultiIndex",  # e.g. a matrix's evess_summary (group, statistic)
     "pandas.core.internals.managers.BlockManager", "pandas.core.internals.managers.SingleBlockManager",
     "pandas._libs.internals._unpickle_block",
     # pandas string columns and indexes (the default string dtype of pandas 3, pandas 2 with infer_string)

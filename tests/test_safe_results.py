@@ -90,6 +90,14 @@ def test_valid_result_with_a_payload_nested_inside_is_refused(tmp_path):
     assert not marker.exists()
 
 
+def test_frames_with_a_multiindex_load(tmp_path):
+    """A --objective both matrix.pkl holds evess_summary, indexed by (group of cells, statistic)."""
+    frame = pd.DataFrame({"EV": [0.1, 0.9]}, index=pd.MultiIndex.from_product([["all"], ["min", "max"]],
+                                                                            names=["cells", "statistic"]))
+    write_pickle(tmp_path / "matrix.pkl", {"format": "drfrank-stitch-matrix", "evess_summary": frame})
+    pd.testing.assert_frame_equal(read_pickle(tmp_path / "matrix.pkl")["evess_summary"], frame)
+
+
 def test_load_summaries_passes_over_other_pickles_quietly_and_names_unreadable_ones(tmp_path):
     good = {"params": {}, "model_results": {}, "trans_m": {}, "summary": {"trans_acc": 0.5}}
     write_pickle(tmp_path / "run" / "cells" / "a--b.pkl", good)

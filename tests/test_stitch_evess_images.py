@@ -86,6 +86,8 @@ def test_objective_both_trains_a_twin_per_cell_and_the_statistics_recompute_from
     loader = get_loader("mnist", "test", 1000, val_size=40, shuffle=False, augment=False)
     table = pd.read_csv(run / "evess.csv")
     assert len(table) == 4 and len(load_summaries(run)) == 8  # a task and an mse pickle per cell
+    from src.results_io import read_pickle  # the matrix pickle (evess_summary has a MultiIndex) loads safely
+    assert read_pickle(path)["evess_summary"].index.names == ["cells", "statistic"]
     matrix_mse = pd.read_csv(run / "matrix_mse.csv", index_col=0)
     for s in ("bn7", "bn8"):
         for r in ("input", "bn8"):
