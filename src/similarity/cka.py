@@ -132,16 +132,13 @@ def cka(x, y, method: str = "auto") -> float:
     of either argument. Known positive bias for finite N (about D/(N+D) for independent data);
     see :func:`cka_debiased`. A constant representation is a UserError.
     """
-    xf, yf = pair(x, y, measure="CKA")
-    require_varies(xf, "x", "CKA")
-    require_varies(yf, "y", "CKA")
-    return _ratio(*linear_terms(xf, yf, BIASED, method))
+    return cka_against([x], y, method)[0]
 
 
 def cka_against(xs: Sequence, y, method: str = "auto") -> List[float]:
-    """``[cka(x, y) for x in xs]``, the same numbers, with ``y``'s side (its centred data and HSIC with
-    itself, or its prepared Gram) computed once instead of once per ``x`` (a stitch compares three
-    representations with the receiver's)."""
+    """``[cka(x, y) for x in xs]`` (:func:`cka` is this with one ``x``), with ``y``'s side (its centred
+    data and HSIC with itself, or its prepared Gram) computed once instead of once per ``x`` (a stitch
+    compares three representations with the receiver's). Each pair takes the cheaper form for its widths."""
     memo: Dict[Any, Any] = {}
     out = []
     for x in xs:

@@ -126,7 +126,7 @@ class MatrixCaches:
         pair, job = self.pair, self.job
         front = FrontPart(pair.front_model, layer, job.fold_bn)
         train = FrontCache(front, pair.plain_train(job), pair.device, limit_gb=self.limit_gb)
-        used = FrontCache.size_gb(front, pair.plain_train(job))
+        used = train.front.numel() * 4 / 2**30
         val_loader = pair.fixed_loader(job, "val", self.eval_batch)
         val = self._cache(front, val_loader, used) if val_loader.num_samples else None
         used += val.front.numel() * 4 / 2**30 if val is not None else 0.0
