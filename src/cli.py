@@ -3,12 +3,17 @@ import sys
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
+from src.allocator import keep_freed_memory
 from src.errors import UserError
 
 
 def run_main(main: Callable[[Optional[Sequence[str]]], object], argv: Optional[Sequence[str]] = None) -> int:
-    """Run a script's ``main``; a :class:`UserError` becomes ``error: ...`` on stderr and exit code 2."""
+    """Run a script's ``main``; a :class:`UserError` becomes ``error: ...`` on stderr and exit code 2.
+
+    From a command line (``argv`` None) the process also keeps its freed memory (:mod:`src.allocator`)."""
     line_buffered_stdout()
+    if argv is None:
+        keep_freed_memory()
     try:
         main(argv)
     except UserError as err:

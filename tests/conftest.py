@@ -4,10 +4,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from src.allocator import keep_freed_memory
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 REFERENCE_CHECKPOINTS = SHARED / "reference-checkpoints"
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+# The scripts keep freed memory in their process (src/allocator.py); the tests that call their code
+# in-process do the same, so that they run as the scripts do and the suite's many forward passes do not
+# fault in fresh pages at every batch.
+keep_freed_memory()
 
 
 @pytest.fixture(autouse=True)
