@@ -28,8 +28,9 @@ size does not change what minibatch CKA estimates (each batch's HSIC is unbiased
 
 Allocator: glibc returns every freed block above its mmap threshold to the kernel, so each large
 temporary of a CPU forward pass is a fresh mmap with page faults; here that made the plain forward
-passes about 3x slower. The benchmark raises the thresholds with ``mallopt`` (the same for every tool;
-``--default-malloc`` keeps glibc's defaults) so that the floor is not inflated.
+passes about 3x slower. The benchmark raises the thresholds as the project's scripts do
+(:mod:`src.allocator`; the same for every tool; ``--default-malloc`` keeps glibc's defaults) so that the
+floor is not inflated.
 
 Usage (the comparison libraries come from benchmarks/requirements.txt, not the project's requirements)::
 
@@ -39,7 +40,6 @@ Usage (the comparison libraries come from benchmarks/requirements.txt, not the p
 import argparse
 import contextlib
 import copy
-import ctypes
 import io
 import os
 import statistics
@@ -59,20 +59,12 @@ sys.path.insert(0, str(REPO))
 from src.data import get_loader  # noqa: E402
 from src.models import create_model  # noqa: E402
 from src.models.checkpoint import load_checkpoint  # noqa: E402
+from src.allocator import keep_freed_memory  # noqa: E402
 from src.similarity import layer_similarity  # noqa: E402
 
 LAYERS = [f"relu{i}" for i in range(1, 9)] + ["fc"]
+ABLATION = "ours, uncentred *"
 COMMITTED = REPO / "model_weights" / "Tiny10" / "FashionMNIST"
-
-
-def tune_malloc() -> bool:
-    """Keep freed memory in the heap instead of unmapping it (glibc only); True when applied."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 2 ** 31 - 1))
 
 
 def last_checkpoint(folder: Path) -> Optional[Path]:
@@ -141,6 +133,27 @@ def run_ours(models, loader, device, precision="float32"):
     return sim.values
 
 
+@contextlib.contextmanager
+def uncentred_grams():
+    """Ablation, never what the library does: Grams of the raw rows, without the column centring that
+    :func:`src.similarity.gram.centered_rows` does before any product. Timing ``ours`` inside it shows what
+    the centre-first guarantee costs (one more pass over every activation), and the offset-300 check below
+    shows what it buys."""
+    from src.similarity import gram
+
+    centred = gram.centered_rows
+    gram.centered_rows = lambda x, dtype=torch.float32: x.reshape(x.shape[0], -1).to(dtype)
+    try:
+        yield
+    finally:
+        gram.centered_rows = centred
+
+
+def run_ours_uncentred(models, loader, device):
+    with uncentred_grams():
+        return run_ours(models, loader, device)
+
+
 def run_torch_cka(copies, loader, device):
     from torch_cka import CKA
 
@@ -165,12 +178,13 @@ def bench(batch_size: int, dataset: TensorDataset, models, device, repeats: int,
           clock: Callable[[], float] = time.perf_counter) -> Dict[str, Dict[str, object]]:
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     tools: Dict[str, Dict[str, object]] = {name: {"times": [], "values": None} for name in
-                                           ("floor", "ours", "torch_cka 0.21", "pytorch-cka 1.1.3")}
+                                           ("floor", "ours", ABLATION, "torch_cka 0.21", "pytorch-cka 1.1.3")}
     exact = run_ours(models, loader, device, precision="float64")
     for _ in range(repeats):  # interleaved, so that a change of load hits every tool alike
         for name, call, prepare in (
                 ("floor", lambda: run_floor(models, loader, device), None),
                 ("ours", lambda: run_ours(models, loader, device), None),
+                (ABLATION, lambda: run_ours_uncentred(models, loader, device), None),
                 ("torch_cka 0.21", lambda c: run_torch_cka(c, loader, device), lambda: copy.deepcopy(models)),
                 ("pytorch-cka 1.1.3", lambda: run_pytorch_cka(models, loader, device), None)):
             seconds, values = timed(call, device, prepare, clock)
@@ -279,7 +293,10 @@ def correctness_checks() -> List[str]:
     x = torch.randn(512, 8, generator=torch.Generator().manual_seed(0)) + 300
     exact = layer_similarity(split, split, _loader(x), layers1="a", layers2=["a", "b"], precision="float64").values
     ours = layer_similarity(split, split, _loader(x), layers1="a", layers2=["a", "b"]).values
+    with uncentred_grams():
+        ablation = layer_similarity(split, split, _loader(x), layers1="a", layers2=["a", "b"]).values
     lines.append(f"offset 300 (unit-variance features): CKA(a, a), CKA(a, b): float64 {_fmt(exact)}, ours {_fmt(ours)}, "
+                 f"ours uncentred * {_fmt(ablation)}, "
                  f"pytorch-cka {_fmt(_pytorch_cka(split, split, ['a'], ['a', 'b'], _loader(x)))}, "
                  f"torch_cka {_fmt(_torch_cka(_Split(), _Split(), ['a'], ['a', 'b'], _loader(x))[0])} "
                  f"(float32 Grams of uncentred data)")
@@ -311,7 +328,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--no-checks", action="store_true", help="skip the small demonstrations of the libraries' errors")
     args = parser.parse_args(argv)
 
-    malloc = "glibc defaults" if args.default_malloc else ("tuned (mallopt)" if tune_malloc() else "defaults")
+    malloc = "glibc defaults" if args.default_malloc else ("tuned (mallopt)" if keep_freed_memory() else "defaults")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     models, source = load_models(args.checkpoints, device)
@@ -325,6 +342,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print(f"\nbatch size {batch_size} ({-(-len(dataset) // batch_size)} batches):")
         print("\n".join(table(tools)))
     print("\nmax|d| ours: largest |CKA - ours| over the 81 pairs; max|d| f64: against ours with float64 Grams.")
+    print("* ablation, not a mode of the library: ours without centring the columns before the Gram products, "
+          "i.e. what the centre-first guarantee costs (see the offset-300 case below for what it buys)")
     if not args.no_checks:
         print("\nwhere the libraries are wrong (small exact cases, CPU):")
         print("\n".join(f"- {line}" for line in correctness_checks()))
