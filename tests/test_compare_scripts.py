@@ -12,7 +12,6 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from src.cli import run_main
 from src.models import create_model
