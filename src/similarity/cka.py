@@ -23,7 +23,7 @@ import torch
 from src.errors import UserError
 from src.similarity import _prep
 from src.similarity._prep import as_float, center64, check_method, pair, require_varies, use_feature_form
-from src.similarity.gram import MEAN_ROWS
+from src.similarity.gram import sample_mean
 from src.similarity.hsic import (BIASED, UNBIASED, HSICEstimator, HSICMatrix, Terms, minibatch_slices, ratio, sq_fro,
                                  sq_fro_gram_t)
 
@@ -77,8 +77,7 @@ def centred(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         mean = t.sum(dim=-2, keepdim=True, dtype=torch.float64) / t.shape[-2]
         return t.to(torch.float64) - mean
     rows = t.to(dtype)
-    n = rows.shape[-2]
-    out = rows - rows[..., ::max(1, n // MEAN_ROWS), :].mean(dim=-2, keepdim=True)
+    out = rows - sample_mean(rows)
     return out.sub_(column_mean(out))
 
 

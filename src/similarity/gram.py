@@ -98,9 +98,15 @@ def centered_rows(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.
     Gram afterwards removes it exactly (the HSIC estimators are invariant to translation).
     """
     rows = x.reshape(x.shape[0], -1).to(dtype)
-    some = rows[::max(1, rows.shape[0] // MEAN_ROWS)]
-    weights = torch.full((1, some.shape[0]), 1.0 / some.shape[0], dtype=dtype, device=rows.device)
-    return rows - weights @ some
+    return rows - sample_mean(rows)
+
+
+def sample_mean(rows: torch.Tensor) -> torch.Tensor:
+    """``(..., 1, D)``: the mean over axis -2 of :data:`MEAN_ROWS` evenly spaced rows of ``... x n x D`` (all rows
+    for small n), as a matrix-vector product in ``rows``' dtype: the shift that centring subtracts first."""
+    some = rows[..., ::max(1, rows.shape[-2] // MEAN_ROWS), :]
+    weights = torch.full((1, some.shape[-2]), 1.0 / some.shape[-2], dtype=rows.dtype, device=rows.device)
+    return weights @ some
 
 
 def linear_gram(x: torch.Tensor, precision="float32") -> torch.Tensor:

@@ -82,7 +82,7 @@ class MatrixCaches:
                 measured = _test_pass(pair.end_model, receivers, splits["test"], job.measure_samples, end_logits)
                 for r in receivers:
                     self.receiver[r] = {"targets": targets[r], "measured": measured[r]}
-                    self.receiver_gb += measured[r].numel() * 4 / 2**30
+                    self.receiver_gb += _gib(measured[r])
                 if end_logits:  # both networks' own test logits came with the passes: none of its own
                     pair.remember_test_logits(job, {"front": torch.cat(front_logits), "end": torch.cat(end_logits)})
 
@@ -91,7 +91,7 @@ class MatrixCaches:
         """Every layer's activations on ``loader`` from one forward pass per batch, or None past the budget;
         ``logits``: a list to extend with the network's own outputs of the same passes."""
         x, _ = next(iter(loader))
-        sizes = [o[0].numel() * 4 * loader.num_samples / 2**30 for o in _outputs(model, layers, x[:1].to(self.pair.device))]
+        sizes = [_gib(o[0]) * loader.num_samples for o in _outputs(model, layers, x[:1].to(self.pair.device))]
         used = self.sender_gb if side == "sender" else self.receiver_gb
         if used + sum(sizes) > self.limit_gb:
             return None
@@ -126,10 +126,10 @@ class MatrixCaches:
         pair, job = self.pair, self.job
         front = FrontPart(pair.front_model, layer, job.fold_bn)
         train = FrontCache(front, pair.plain_train(job), pair.device, limit_gb=self.limit_gb)
-        used = train.front.numel() * 4 / 2**30
+        used = _gib(train.front)
         val_loader = pair.fixed_loader(job, "val", self.eval_batch)
         val = self._cache(front, val_loader, used) if val_loader.num_samples else None
-        used += val.front.numel() * 4 / 2**30 if val is not None else 0.0
+        used += _gib(val.front) if val is not None else 0.0
         test = self._cache(front, pair.fixed_loader(job, "test", self.eval_batch), used)
         return CellCaches(train=train, val=val, test=test)
 
@@ -144,10 +144,15 @@ class MatrixCaches:
         end_front = FrontPart(pair.end_model, layer, job.fold_bn)
         targets = self._cache(end_front, pair.plain_train(job), self.receiver_gb)
         if targets is not None:
-            self.receiver_gb += targets.front.numel() * 4 / 2**30
+            self.receiver_gb += _gib(targets.front)
         measured = measured_targets(end_front, pair.fixed_loader(job, "test", self.eval_batch), job.measure_samples)
-        self.receiver_gb += measured.numel() * 4 / 2**30
+        self.receiver_gb += _gib(measured)
         return {"targets": targets, "measured": measured}
+
+
+def _gib(t: torch.Tensor) -> float:
+    """GiB ``t`` takes as float32 (the caches' dtype)."""
+    return t.numel() * 4 / 2**30
 
 
 def _outputs(model, layers: Sequence[str], x: torch.Tensor) -> List[torch.Tensor]:
