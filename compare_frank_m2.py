@@ -32,7 +32,8 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    from src.compare.nets import jsonable, table
+    from src.compare.nets import table
+    from src.provenance import jsonable
     from src.stitching.evaluate_result import compare_stitch_to_end
 
     args = parse_args(argv)

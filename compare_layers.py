@@ -17,7 +17,8 @@ import sys
 
 from src.cli import run_main
 from src.data import DATASET_NAMES
-from src.validation import check_minibatch_size, float_option, int_option
+from src.similarity.registry import check_minibatch_size
+from src.validation import float_option, int_option
 
 
 def parse_args(argv=None):
@@ -62,7 +63,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     from src.cli import script_argv
-    from src.compare.layers import compare_layers
+    from src.compare.layerwise import compare_layers
 
     args = parse_args(argv)
     sim, paths = compare_layers(args, script_argv(__file__, argv))

@@ -41,7 +41,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     from src.cli import script_argv
-    from src.compare.nets import compare_nets, jsonable, table
+    from src.compare.nets import compare_nets, table
+    from src.provenance import jsonable
     from src.provenance import provenance
     from src.results_io import refuse_overwrite, write_json
 

@@ -33,8 +33,8 @@ from src.stitching.options import add_stitch_options
 
 def parse_args(argv=None):
     from src.stitching.job import StitchJob
-    from src.stitching.matrix import MatrixJob
-    from src.sweep.shard import parse_shard
+    from src.matrix.plan import MatrixJob
+    from src.matrix.shard import parse_shard
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sender", help="checkpoint of the sender (front) network")
@@ -73,7 +73,7 @@ def parse_collect(argv):
 
 
 def main(argv=None):
-    from src.stitching.matrix import collect_matrix, print_summary, run_matrix
+    from src.matrix import collect_matrix, print_summary, run_matrix
 
     args = sys.argv[1:] if argv is None else list(argv)
     if any(a == "--collect" or a.startswith("--collect=") for a in args):

@@ -38,7 +38,7 @@ from src.allocator import keep_freed_memory  # noqa: E402
 from src.stitching.batches import CachedBatches  # noqa: E402
 from src.stitching.cut import FrontPart  # noqa: E402
 from src.stitching.job import StitchJob  # noqa: E402
-from src.stitching.matrix import MatrixJob, run_matrix  # noqa: E402
+from src.matrix import MatrixJob, run_matrix  # noqa: E402
 from src.stitching.results import load_result  # noqa: E402
 from src.stitching.run import build_cell, front_cache, load_pair, stitch_from_args  # noqa: E402
 from src.training.optim import make_optimizer  # noqa: E402

@@ -54,13 +54,17 @@ def versions() -> Dict[str, str]:
 
 
 def jsonable(value: Any) -> Any:
-    """Arguments as plain Python (paths to str), so a pickle needs no project class to be read."""
+    """Plain Python for JSON and for pickles that need no project class to be read: dicts, lists, str, int,
+    float, bool and None as they are; numpy arrays, numpy scalars and tensors as (nested) lists or numbers;
+    anything else (paths, enums) as its ``str``."""
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, tensors
+        return jsonable(value.tolist())
     return str(value)
 
 

@@ -16,7 +16,7 @@ import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Union
 
 import pandas as pd
 
@@ -216,3 +216,11 @@ def read_pickle(path: PathLike) -> Any:
         raise UserError(f"refusing to load {path}: {err}; only open pickles from trusted sources") from err
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, ValueError, TypeError) as err:
         raise UserError(f"{path} is not a readable result pickle ({type(err).__name__}: {err}); re-run the job that wrote it") from err
+
+
+def write_figure(path, fig, software: str, provenance: Optional[Dict[str, Any]] = None, dpi: int = 130):
+    """A matplotlib figure as a PNG, atomically, with the software and the run's provenance in its metadata."""
+    metadata = {"Software": software}
+    if provenance is not None:
+        metadata["Description"] = json.dumps(provenance, default=str)
+    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi, metadata=metadata))

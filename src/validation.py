@@ -112,18 +112,6 @@ def check_batch_fits(batch_size: int, num_samples: int) -> None:
                         f"has no full batch (the last partial batch is dropped): use a smaller batch size")
 
 
-def check_minibatch_size(measure: str, batch_size: int) -> None:
-    """A streaming measure (cka_minibatch) estimates one HSIC per batch: ``-b`` must give each batch enough samples."""
-    from src.similarity.registry import RECORDS
-
-    record = RECORDS.get(measure)
-    if record is None or not record.streams:
-        return
-    needed = record.gram.min_n
-    if batch_size < needed:
-        raise UserError(f"{measure} computes one {record.gram.name} HSIC per batch of -b/--batch-size samples and "
-                        f"needs at least {needed} per batch, got {batch_size}; use -b {needed} or more (256 is the default)")
-
 
 def _check_optimisation(job) -> None:
     """The options training and stitching share (same flags in both scripts)."""

@@ -11,7 +11,7 @@ import pytest
 
 import stitch_nets
 from src.cli import run_main
-from src.compare.layers import default_out_dir
+from src.compare.layerwise import default_out_dir
 from src.errors import UserError
 from src.results_io import claim_output, refuse_overwrite, staged_folder, try_claim, write_csv, write_pickle
 from src.stitching import run as stitch_run

@@ -13,7 +13,7 @@ from src.similarity import (SimilarityMatrix, cka, cka_debiased, cka_matrix, cka
                             procrustes)
 from src.similarity.gram import (double_center_, gram_product, linear_gram,
                                 symmetric_gram, u_center_)
-from src.similarity.matrix import minibatch_slices
+from src.similarity.layer_pairs import minibatch_slices
 
 PATTERN = "re:relu\\d|fc"
 LAYERS = ["relu1", "relu2", "fc"]

@@ -12,9 +12,9 @@ from src.cli import run_main
 from src.data import get_loader, load_split
 from src.models.checkpoint import save_checkpoint
 from src.models.registry import register_model
-from src.stitching.evess import cell_position, diagonal_position, evess_summary, evess_table
-from src.stitching.layers import make_stitch
-from src.stitching.matrix import run_matrix
+from src.matrix.evess import cell_position, diagonal_position, evess_summary, evess_table
+from src.stitching.affine import make_stitch
+from src.matrix import run_matrix
 from src.stitching.results import load_result, load_summaries
 from src.stitching.run import stitch_from_args
 from tests.script_helpers import random_checkpoint
@@ -223,7 +223,7 @@ def test_objective_both_resumes_and_shards_to_the_same_tables(tinies, tmp_path):
     the uninterrupted run's tables."""
     import shutil
 
-    from src.stitching.matrix import collect_matrix
+    from src.matrix import collect_matrix
 
     def argv(name, *extra):
         return [*tinies, "--sender-layers", "bn7", "bn8", "--receiver-layers", "bn7", "bn8", *QUICK,

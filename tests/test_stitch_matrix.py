@@ -12,12 +12,12 @@ import torch
 
 import stitch_matrix
 from src.cli import run_main
-from src.features.blocks import block_outputs
+from src.models.blocks import block_outputs
 from src.models import create_model
 from src.models.checkpoint import save_checkpoint
 from src.stitching.evaluate_result import evaluate_stitch
-from src.stitching.matrix import run_matrix
-from src.stitching.matrix_stats import on_or_below_diagonal, proportional_depths, spearman, triangle_statistic
+from src.matrix import run_matrix
+from src.matrix.stats import on_or_below_diagonal, proportional_depths, spearman, triangle_statistic
 from src.stitching.results import load_result, load_summaries
 from src.stitching.run import stitch_from_args
 from tests.conftest import REPO
@@ -207,7 +207,8 @@ def test_self_stitch_with_the_identity_reproduces_the_network_exactly(fashion_re
 
 def test_random_controls_are_the_iteration_0_checkpoint_or_a_seeded_fresh_network(tmp_path):
     from src.models.checkpoint import load_checkpoint
-    from src.stitching.matrix import Plan, _write_random_networks, random_checkpoint
+    from src.matrix.plan import Plan, random_checkpoint
+    from src.matrix.run import _write_random_networks
 
     assert random_checkpoint(SENDER, "sender", tmp_path, 7)["checkpoint"] == str(TINY / "in0-gn0" / "0.pt")
     lonely = tmp_path / "lonely" / "final.pt"
@@ -228,7 +229,7 @@ def test_random_controls_are_the_iteration_0_checkpoint_or_a_seeded_fresh_networ
 def test_depth_axes_place_cells_at_proportional_depth_with_the_diagonal(tmp_path):
     from matplotlib.figure import Figure
 
-    from src.stitching.matrix_plot import draw_matrix
+    from src.matrix.plot import draw_matrix
 
     frame = pd.DataFrame(np.arange(15.0).reshape(3, 5), index=list("abc"), columns=list("vwxyz"))
     ax = Figure().add_subplot()

@@ -11,7 +11,7 @@ from src.errors import UserError
 from src.similarity import LeastSquaresFit
 from src.stitching.batches import CachedBatches, FrontCache
 from src.stitching.frank import FrankensteinNet
-from src.stitching.layers import make_stitch
+from src.stitching.affine import make_stitch
 from src.stitching.objectives import check_objective, objective_loss
 from src.stitching.train import StitchSettings, train_stitch
 

@@ -10,7 +10,7 @@ from src.errors import UserError
 from src.similarity import LeastSquaresFit
 from src.stitching.inits import build_mask, check_options, initialize
 from src.stitching.kinds import KINDS, choose_kind
-from src.stitching.layers import AffineStitch, make_stitch
+from src.stitching.affine import AffineStitch, make_stitch
 from src.stitching.rebuild import recorded_kind
 
 EPS32 = float(np.finfo(np.float32).eps)

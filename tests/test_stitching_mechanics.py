@@ -10,7 +10,7 @@ from src.similarity import LeastSquaresFit, cka
 from src.stitching.build import build_frank
 from src.stitching.cut import EndPart, FrontPart
 from src.stitching.inits import build_mask, initialize, permutation_matrix
-from src.stitching.layers import AffineStitch, make_stitch
+from src.stitching.affine import AffineStitch, make_stitch
 from src.stitching.losses import batch_cka
 
 

@@ -7,7 +7,7 @@ import torch
 import stitch_nets
 from src.errors import UserError
 from src.stitching.job import PRESETS, TRAINING_DEFAULTS, StitchJob
-from src.stitching.layers import make_stitch
+from src.stitching.affine import make_stitch
 from src.stitching.train import StitchSettings, train_stitch
 from src.training.optim import warmup_cosine_schedule
 

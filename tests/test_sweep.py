@@ -16,8 +16,8 @@ import pytest
 
 from src.errors import UserError
 from src.stitching.results import load_result
-from src.sweep.runinfo import first_difference
-from src.sweep.shard import cells_for, parse_shard
+from src.matrix.runinfo import first_difference
+from src.matrix.shard import cells_for, parse_shard
 from tests.conftest import REPO
 from tests.script_helpers import assert_one_line_error
 

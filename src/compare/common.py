@@ -1,5 +1,4 @@
 """Loading the two checkpoints of a comparison, their data, and the names they are shown under."""
-import re
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -7,32 +6,8 @@ from torch import nn
 
 from src.data import dataset_info, get_loader
 from src.errors import UserError
-from src.models import model_display_name
 from src.models.checkpoint import load_checkpoint
 
-
-def checkpoint_label(path) -> str:
-    """A short name for a checkpoint file: ``<folder>-<stem>`` (``in0-gn0-4290`` for .../in0-gn0/4290.pt)."""
-    path = Path(path)
-    parent = path.parent.name
-    return f"{parent}-{path.stem}" if parent not in ("", ".") else path.stem
-
-
-def _family(meta: Dict[str, Any]) -> str:
-    try:
-        return model_display_name(meta["model"])
-    except (UserError, KeyError):
-        return str(meta.get("model", "model"))
-
-
-def display_name(meta: Dict[str, Any], path) -> str:
-    """``Tiny10 in0-gn0-4290``: the model's display name and the checkpoint label."""
-    return f"{_family(meta)} {checkpoint_label(path)}"
-
-
-def model_label(meta: Dict[str, Any], path) -> str:
-    """``Tiny10-in0-gn0-4290``: :func:`display_name` as one part of a file name."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{_family(meta)}-{checkpoint_label(path)}")
 
 
 def check_input_fits(meta: Dict[str, Any], dataset: str, which: str) -> None:

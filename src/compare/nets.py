@@ -1,28 +1,21 @@
 """What ``compare_nets.py`` does: the asked-for measures between one layer of each of two networks."""
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from src.compare.common import check_input_fits, display_name, eval_loader, load_models
+from src.compare.common import check_input_fits, eval_loader, load_models
 from src.config import get_config, resolve_device
 from src.errors import UserError
 from src.features import ActivationStore, capture, evaluating, get_module, input_batches, layer_outputs
-from src.similarity import MEASURES, NEEDS_INPUTS, RETURNS, get_measure
+from src.models.describe import display_name
+from src.similarity import NEEDS_INPUTS, RETURNS, get_measure
+from src.similarity.registry import measure_names
 
-ALL = "all"
 
 
-def measure_names(names: Sequence[str]) -> List[str]:
-    """The registry names asked for (``all`` = every measure), without repeats; unknown names are an error."""
-    chosen: List[str] = []
-    for name in names:
-        for item in (MEASURES if name == ALL else [name]):
-            get_measure(item)
-            if item not in chosen:
-                chosen.append(item)
-    return chosen
+
 
 
 def collect(model1, model2, layer1: str, layer2: str, loader, need_inputs: bool, expected: Optional[int]):
@@ -104,16 +97,3 @@ def table(result: Dict[str, Any]) -> pd.DataFrame:
     """measure -> value (or summary) as a one-column DataFrame."""
     rows = {name: summary(value, result["returns"][name]) for name, value in result["results"].items()}
     return pd.DataFrame({"value": pd.Series(rows)}).rename_axis("measure")
-
-
-def jsonable(value: Any) -> Any:
-    """Numbers, numpy arrays and (nested) weight dicts as JSON values (arrays become lists)."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (np.ndarray, torch.Tensor)):
-        return np.asarray(value).tolist()
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return value

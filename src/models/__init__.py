@@ -10,7 +10,7 @@ from src.models.registry import (canonical_model_name, create_model, list_models
                                  register_model)
 # Importing a family registers its models; this order is the order of list_models().
 from src.models import lenet, tiny10, dense, inception, resnet  # noqa: F401  (isort: skip)
-from src.models.layers import layer_table, stitchable_layers
+from src.models.layer_table import layer_table, stitchable_layers
 # Last: the checkpoint module builds models through create_model above.
 from src.models.checkpoint import load_checkpoint, load_model  # noqa: E402  (isort: skip)
 

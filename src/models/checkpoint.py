@@ -29,7 +29,7 @@ from torch import nn
 
 from src.data import dataset_info
 from src.errors import UserError
-from src.models import canonical_model_name, create_model
+from src.models.registry import canonical_model_name, create_model
 from src.results_io import atomic_write
 
 FORMAT = "drfrank-checkpoint"

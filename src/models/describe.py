@@ -1,13 +1,14 @@
 """What ``layer_info.py`` prints: the layer table of a zoo model or of a checkpoint, for a dataset's input."""
 from pathlib import Path
-from typing import Optional, Tuple
+import re
+from typing import Any, Dict, Optional, Tuple
 
 import pandas as pd
 
 from src.data import dataset_info
 from src.errors import UserError
 from src.models.checkpoint import load_checkpoint
-from src.models.layers import layer_table
+from src.models.layer_table import layer_table
 from src.models.registry import canonical_model_name, create_model, model_display_name
 
 DEFAULT_DATASET = "cifar10"
@@ -37,3 +38,27 @@ def describe_layers(spec: str, dataset: Optional[str] = None, model_name: Option
     shape = (info.n_channels, *info.input_size)
     table = layer_table(model, shape)
     return f"{title}, input {'x'.join(map(str, shape))}", table
+
+
+def checkpoint_label(path) -> str:
+    """A short name for a checkpoint file: ``<folder>-<stem>`` (``in0-gn0-4290`` for .../in0-gn0/4290.pt)."""
+    path = Path(path)
+    parent = path.parent.name
+    return f"{parent}-{path.stem}" if parent not in ("", ".") else path.stem
+
+
+def _family(meta: Dict[str, Any]) -> str:
+    try:
+        return model_display_name(meta["model"])
+    except (UserError, KeyError):
+        return str(meta.get("model", "model"))
+
+
+def display_name(meta: Dict[str, Any], path) -> str:
+    """``Tiny10 in0-gn0-4290``: the model's display name and the checkpoint label."""
+    return f"{_family(meta)} {checkpoint_label(path)}"
+
+
+def model_label(meta: Dict[str, Any], path) -> str:
+    """``Tiny10-in0-gn0-4290``: :func:`display_name` as one part of a file name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{_family(meta)}-{checkpoint_label(path)}")

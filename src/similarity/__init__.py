@@ -15,7 +15,7 @@ input (mismatched N, too few samples, constant representations, NaN) is a
 
 Layer x layer matrices: :func:`layer_similarity` (models and loaders -> :class:`SimilarityMatrix`),
 :func:`cka_matrix` (all pairs of CKA from activations in memory, one matrix product per batch; see
-:mod:`src.similarity.matrix`; the single-pair CKAs use the same engine, :mod:`src.similarity.hsic`), permutation p-values and bootstrap intervals in
+:mod:`src.similarity.layer_pairs`; the single-pair CKAs use the same engine, :mod:`src.similarity.hsic`), permutation p-values and bootstrap intervals in
 :mod:`src.similarity.stats`, heatmaps in :mod:`src.similarity.plot`.
 """
 from src.similarity.basic import corr, l2
@@ -27,7 +27,7 @@ from src.similarity.registry import (ASYMMETRIC, DISTANCES, FLOAT_MEASURES, MEAS
                                      Measure, get_measure, get_record)
 from src.similarity.regression import LeastSquaresFit, lr, ls_orth, ls_sum, ps_inv
 from src.similarity.hsic import BIASED, UNBIASED, HSICEstimator, HSICMatrix
-from src.similarity.matrix import cka_matrix, pairwise_matrix
+from src.similarity.layer_pairs import cka_matrix, pairwise_matrix
 from src.similarity.result import SimilarityMatrix
 from src.similarity.api import layer_similarity
 

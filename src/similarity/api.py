@@ -14,7 +14,7 @@ are restored afterwards) and the hooks are removed when done, also after an erro
 How each measure is computed:
 
 - ``cka_minibatch`` (default) streams: per batch one Gram matrix per layer, all layer pairs from
-  one matrix product (:mod:`src.similarity.matrix`); the loader's batches are the minibatches (a
+  one matrix product (:mod:`src.similarity.layer_pairs`); the loader's batches are the minibatches (a
   final batch of fewer than 4 samples joins the one before). Memory does not grow with N.
 - ``cka`` and ``cka_debiased`` need the whole data set: the activations are kept (float32, CPU;
   checked against the available memory), then all pairs come from stacked N x N Grams.
@@ -32,7 +32,7 @@ from src.features import (ActivationStore, capture, evaluating, input_batches, l
                           model_device, paired_batches, select_layers, unwrap_model)
 from src.similarity.gram import gram_precision
 from src.similarity.hsic import HSICMatrix
-from src.similarity.matrix import check_stats_options, cka_matrix, estimate, pairwise_matrix
+from src.similarity.layer_pairs import check_stats_options, cka_matrix, estimate, pairwise_matrix
 from src.similarity.registry import get_record
 from src.similarity.result import SimilarityMatrix
 

@@ -18,7 +18,7 @@ Each estimator has two forms that give the same number (up to rounding):
   with ``D_x x D_y`` products instead of N x N matrices (cheaper when N exceeds the widths).
 
 :class:`HSICMatrix` is the one engine behind every linear CKA number: the layer x layer matrices
-(:mod:`src.similarity.matrix`, :func:`src.similarity.layer_similarity`) and the single-pair
+(:mod:`src.similarity.layer_pairs`, :func:`src.similarity.layer_similarity`) and the single-pair
 functions of :mod:`src.similarity.cka`, which are the engine applied to one pair (Gram form) or the
 same estimator's feature form.
 

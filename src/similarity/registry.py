@@ -24,6 +24,7 @@ ls_orth          weights          same, W (semi-)orthogonal
 ls_sum           weights_by_rank  {rank: {'w', 'b'}} for ranks 4, 8, 16 and D_y (full)
 ===============  ===============  =======================================================
 """
+from typing import List, Sequence
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
@@ -131,3 +132,29 @@ def get_record(name: str) -> Measure:
 def get_measure(name: str) -> Callable:
     """The function registered as ``name``; an unknown name is a UserError listing the valid ones."""
     return get_record(name).function
+
+
+def check_minibatch_size(measure: str, batch_size: int) -> None:
+    """A streaming measure (cka_minibatch) estimates one HSIC per batch: ``-b`` must give each batch enough samples."""
+    record = RECORDS.get(measure)
+    if record is None or not record.streams:
+        return
+    needed = record.gram.min_n
+    if batch_size < needed:
+        raise UserError(f"{measure} computes one {record.gram.name} HSIC per batch of -b/--batch-size samples and "
+                        f"needs at least {needed} per batch, got {batch_size}; use -b {needed} or more (256 is the default)")
+
+
+#: The name that asks for every measure (``compare_nets.py ... all``).
+ALL = "all"
+
+
+def measure_names(names: Sequence[str]) -> List[str]:
+    """The registry names asked for (``all`` = every measure), without repeats; unknown names are an error."""
+    chosen: List[str] = []
+    for name in names:
+        for item in (MEASURES if name == ALL else [name]):
+            get_measure(item)
+            if item not in chosen:
+                chosen.append(item)
+    return chosen

@@ -21,6 +21,7 @@ import pandas as pd
 
 from src.errors import UserError
 from src.provenance import jsonable
+from src.provenance import provenance as make_provenance
 from src.results_io import atomic_write, read_pickle, staged_folder, write_csv, write_pickle
 from src.similarity.plot import draw_heatmap, save_heatmap
 from src.similarity.registry import RECORDS
@@ -153,7 +154,6 @@ class SimilarityMatrix:
             raise UserError(f"{directory} already holds {', '.join(existing)}; pass --overwrite (overwrite=True) "
                             f"to replace them or choose another output folder (-o)")
         if provenance is None:
-            from src.provenance import provenance as make_provenance
 
             provenance = make_provenance()
         with staged_folder(directory, OUTPUT_FILES, marker="matrix.pkl") as staging:

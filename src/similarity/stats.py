@@ -53,7 +53,7 @@ def pair_index(perms: torch.Tensor, n: int) -> torch.Tensor:
 def permuted_cross(f1: torch.Tensor, f2: torch.Tensor, n: int, k: int, generator: torch.Generator) -> torch.Tensor:
     """``(k, L1, L2)``: the cross terms ``<F1_a, P F2_b P^T>`` for k random permutations P.
 
-    ``f1``, ``f2``: prepared stacks ``(L, n*n)`` (see :mod:`src.similarity.matrix`). The side with
+    ``f1``, ``f2``: prepared stacks ``(L, n*n)`` (see :mod:`src.similarity.layer_pairs`). The side with
     fewer layers is permuted; the permuted copies are built in blocks of about BLOCK_ELEMS.
     """
     permute_first = f1.shape[0] < f2.shape[0]

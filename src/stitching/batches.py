@@ -8,7 +8,8 @@ is a dict: ``x`` (input, or None when the end part does not need it), ``front`` 
 ``labels``, ``teachers`` (logits of the networks the target type needs) and ``end_target`` (the end
 network's own activation, when CKA regularisation needs it).
 """
-from typing import Dict, Iterator, List, Tuple
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 
@@ -46,7 +47,7 @@ class FrontCache:
 
     ``--cache-front`` reuses them (on the training split) every epoch; a stitch matrix reuses them
     for every receiver layer as well (least-squares statistics and training), and caches the other
-    splits and the receiver's side the same way (:mod:`src.stitching.caches`). ``loader`` must serve
+    splits and the receiver's side the same way (:mod:`src.matrix.caches`). ``loader`` must serve
     the split unaugmented and unshuffled: its batches are also the batches of the live passes they
     replace, so a cell of a matrix sees exactly the numbers a single cached stitch sees.
     """
@@ -141,3 +142,14 @@ class CachedBatches:
             pick = {k: (v[idx] if v is not None else None) for k, v in self.tensors.items()}
             pick["teachers"] = {k: v[idx] for k, v in self.teachers.items()}
             yield pick
+
+
+@dataclass
+class CellCaches:
+    """What one cell may read instead of computing (None: compute it live)."""
+
+    train: Optional[FrontCache] = None  # sender activations, unaugmented training split (statistics, training)
+    val: Optional[FrontCache] = None  # sender activations, validation split (the per-epoch validation pass)
+    test: Optional[FrontCache] = None  # sender activations, test split (evaluation)
+    targets: Optional[FrontCache] = None  # receiver activations at the end layer, training split (least squares)
+    measured: Optional[torch.Tensor] = None  # receiver activations, the measured test samples (flattened, CPU)

@@ -5,8 +5,9 @@ from torch import nn
 
 from src.data import dataset_info
 from src.errors import UserError
+from src.stitching.cut import FrontPart
 from src.stitching.frank import FrankensteinNet, activation_shape, network_part
-from src.stitching.layers import make_stitch
+from src.stitching.affine import make_stitch
 
 
 def check_models_fit_dataset(front_meta: Dict[str, Any], end_meta: Dict[str, Any], dataset: str) -> None:
@@ -31,8 +32,6 @@ def build_frank(front_model: nn.Module, end_model: nn.Module, front_layer: str, 
     two loaded networks (:func:`src.stitching.frank.network_part`). Wrong layer names raise the error listing
     the valid layers; unstitchable shapes an error giving both.
     """
-    from src.stitching.cut import FrontPart
-
     parts = {} if parts is None else parts
     front_model, end_model = front_model.to(device).eval(), end_model.to(device).eval()
 

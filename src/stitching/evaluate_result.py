@@ -5,8 +5,8 @@ import torch
 
 from src.config import get_config, resolve_device
 from src.data import dataset_info, get_loader
-from src.compare.nets import measure_names
 from src.similarity import NEEDS_INPUTS, RETURNS, get_measure
+from src.similarity.registry import measure_names
 from src.stitching.rebuild import frank_from_result
 from src.stitching.report import agreement
 from src.stitching.results import load_result

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from src.stitching.cut import EndPart, FrontPart
-from src.stitching.layers import AffineStitch
+from src.stitching.affine import AffineStitch
 
 
 def freeze(model: nn.Module) -> nn.Module:

@@ -29,7 +29,7 @@ import torch
 from src.data import NORMALIZATION
 from src.errors import UserError
 from src.stitching.cut import INPUT_LAYER
-from src.stitching.matrix_plot import write_figure
+from src.results_io import write_figure
 
 GRID_SAMPLES = 8
 
@@ -104,13 +104,3 @@ def grid_of(sender_layer: str, images: Dict[str, Any], mse_images: Optional[Dict
         rows.append(("mse stitch", mse_images["trans"]))
     rows.append(("least squares", images["ps_inv"]))
     return f"{sender_layer} -> {INPUT_LAYER}", rows
-
-
-def matrix_grids(images: Dict[str, Dict[str, Dict[str, Any]]]) -> List[Tuple[str, List[Tuple[str, np.ndarray]]]]:
-    """The panels of ``images.png``: ``images`` maps each sender layer to {objective: the result's ``images``}."""
-    grids = []
-    for sender, by_objective in images.items():
-        objective = next(iter(by_objective))
-        grids.append(grid_of(sender, by_objective[objective], by_objective.get("mse") if objective != "mse" else None,
-                             objective=objective))
-    return grids

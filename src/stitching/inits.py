@@ -22,7 +22,7 @@ import torch
 
 from src.errors import UserError
 from src.similarity import LeastSquaresFit
-from src.stitching.layers import AffineStitch
+from src.stitching.affine import AffineStitch
 
 INITS = ("random", "perm", "eye", "ps_inv", "ones-zeros")
 MASKS = ("identity", "semi-match", "abs-semi-match", "random-permutation")

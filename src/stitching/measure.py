@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from src.stitching.batches import FrontCache
 from src.stitching.frank import FrankensteinNet
-from src.stitching.layers import AffineStitch
+from src.stitching.affine import AffineStitch
 
 LOGIT_KEYS = ("front", "end", "trans", "ps_inv")
 ACTIVATION_KEYS = ("front", "end", "trans", "ps_inv")

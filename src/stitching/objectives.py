@@ -8,7 +8,7 @@
   batches), averaged over every element of the batch. The stitched network's task accuracy is still
   measured and stored, as for any stitch.
 - ``both`` (``stitch_matrix.py`` only): one ``task`` and one ``mse`` stitch per cell from the same
-  initialisation, and the EV / ES / SV statistics between them (:mod:`src.stitching.evess`).
+  initialisation, and the EV / ES / SV statistics between them (:mod:`src.matrix.evess`).
 
 For the affine stitch kinds (every kind of :mod:`src.stitching.kinds`) the ``mse`` loss is
 ``sum_rows ||W x + b - y||^2 / (rows x out_features)`` over the kind's least-squares design rows, so

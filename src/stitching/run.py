@@ -6,7 +6,7 @@ One stitch is: load the two networks (:func:`load_pair`), build the stitched net
 initialise (:func:`initialise`), train (:func:`train_cell`), evaluate on the test split and build
 the result dict (:func:`run_stitch` does all of these after loading). :func:`stitch_from_args` is one
 cell written to ``<out>/<run-name>/<front_layer>-<end_layer>.pkl``; a matrix
-(:mod:`src.stitching.matrix`) loads the networks once, caches each sender layer's activations once
+(:mod:`src.matrix.plan`) loads the networks once, caches each sender layer's activations once
 and calls :func:`run_stitch` per receiver layer, so a cell is exactly a cached single stitch.
 """
 import datetime as _dt
@@ -25,15 +25,14 @@ from src.provenance import jsonable, provenance
 from src.results_io import claim_output, refuse_overwrite, write_csv, write_pickle
 from src.seeding import generator, seed_everything
 from src.similarity import LeastSquaresFit
-from src.stitching.batches import CachedBatches, FrontCache, LiveBatches
+from src.stitching.batches import CachedBatches, CellCaches, FrontCache, LiveBatches
 from src.stitching.build import build_frank, check_models_fit_dataset
-from src.stitching.caches import CellCaches
 from src.stitching.cut import INPUT_LAYER
 from src.stitching.frank import FrankensteinNet
 from src.stitching.images import check_input_stitch, grid_of, sample_images, save_image_grid
 from src.stitching.inits import build_mask, check_options, initialize, least_squares_weights
 from src.stitching.job import StitchJob
-from src.stitching.layers import AffineStitch
+from src.stitching.affine import AffineStitch
 from src.stitching.losses import teachers_needed
 from src.stitching.objectives import check_objective, needs_end_target
 from src.stitching.measure import collect_outputs, network_logits
@@ -219,7 +218,7 @@ def run_stitch(pair: Pair, job: StitchJob, run_folder: Path, argv=None, cache: O
     """Everything after loading: build (unless ``frank`` is given), fit, initialise, train, evaluate; the result dict.
 
     ``cache``: the front layer's :class:`FrontCache` (the job must have ``cache_front``); ``shared``: what a
-    stitch matrix has cached for this cell's layers (:mod:`src.stitching.caches`; the same numbers as the
+    stitch matrix has cached for this cell's layers (:mod:`src.matrix.caches`; the same numbers as the
     live passes); ``run_folder``: ``<out>/<run-name>``, recorded in ``params``.
     """
     timing = dict(timing or {})

@@ -7,7 +7,6 @@ file, so concurrent shards agree on one version and nobody ever reads a half-wri
 """
 import json
 import os
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Dict
 
@@ -104,16 +103,3 @@ def check_same_run(folder: Path, parameters: Dict[str, Any]) -> None:
         name = name[len("job."):] if name.startswith("job.") else name
         raise UserError(f"{folder} was run with different parameters ({name}: {was!r} there, {now!r} now); "
                         f"repeat that run's options to resume it, or choose another --run-name")
-
-
-def matrix_job_from_info(info: Dict[str, Any], folder: Path):
-    """The :class:`~src.stitching.matrix.MatrixJob` that wrote ``folder`` (for ``--collect``)."""
-    from src.stitching.job import StitchJob
-    from src.stitching.matrix import MatrixJob
-
-    p = info["parameters"]
-    names = {f.name for f in fields(StitchJob)}
-    job = StitchJob(front_model=p["sender"], end_model=p["receiver"], front_layer="", end_layer="",
-                    out_dir=str(Path(folder).resolve().parent), run_name=Path(folder).resolve().name,
-                    **{k: v for k, v in p["job"].items() if k in names})
-    return MatrixJob(job=job, resume=True, **{name: p[name] for name in MATRIX_FIELDS})

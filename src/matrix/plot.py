@@ -4,15 +4,14 @@ By layer index every cell has the same size and the diagonal joins the corner ce
 ``depth_axes`` cells sit at proportional depth (i/(I-1), j/(J-1)) on [0, 1] axes, so matrices of
 networks of different lengths can be compared by eye.
 """
-import json
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 
-from src.results_io import atomic_write
+from src.results_io import write_figure
 from src.similarity.plot import draw_heatmap
-from src.stitching.matrix_stats import proportional_depths
+from src.matrix.stats import proportional_depths
 
 
 def _edges(depths: np.ndarray) -> np.ndarray:
@@ -62,10 +61,3 @@ def save_matrix_png(path, panels: List[Tuple[str, pd.DataFrame, str]], depth_axe
         fig.suptitle(suptitle, fontsize=10)
     return write_figure(path, fig, "drfrank stitch_matrix", provenance, dpi)
 
-
-def write_figure(path, fig, software: str, provenance: Optional[Dict[str, Any]] = None, dpi: int = 130):
-    """A matplotlib figure as a PNG, atomically, with the software and the run's provenance in its metadata."""
-    metadata = {"Software": software}
-    if provenance is not None:
-        metadata["Description"] = json.dumps(provenance, default=str)
-    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi, metadata=metadata))

@@ -9,7 +9,8 @@ import re
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from src.compare.common import check_input_fits, display_name, eval_loader, load_models, model_label
+from src.compare.common import check_input_fits, eval_loader, load_models
+from src.models.describe import display_name, model_label
 from src.config import get_config, resolve_device, resolve_path
 from src.errors import UserError
 from src.provenance import provenance

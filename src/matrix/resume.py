@@ -3,7 +3,8 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from src.provenance import jsonable
-from src.sweep.runinfo import LOCAL_FIELDS
+from src.stitching.results import load_result
+from src.matrix.runinfo import LOCAL_FIELDS
 
 
 def cell_difference(result: Dict[str, Any], job, digests: Optional[Dict[str, str]]) -> Optional[str]:
@@ -22,8 +23,6 @@ def cell_difference(result: Dict[str, Any], job, digests: Optional[Dict[str, str
 
 def finished_result(path: Path, job, digests: Optional[Dict[str, str]]) -> Optional[Dict[str, Any]]:
     """The cell's result if its pickle is complete and matches ``job`` (and the checkpoints' digests), else None."""
-    from src.stitching.results import load_result
-
     path = Path(path)
     if not path.is_file():
         return None

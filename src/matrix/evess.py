@@ -32,7 +32,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from src.matrix.resume import finished_result
 from src.stitching.cut import INPUT_LAYER
+from src.stitching.run import EVAL_BATCH, build_cell, least_squares_stitch, run_stitch, write_result
 
 MSE_SUFFIX = ".mse.pkl"
 COLUMNS = ("EV", "ES", "SV", "EL")
@@ -135,8 +137,7 @@ class SimilarityTwins:
         self.rows: List[Dict[str, Any]] = []
 
     def run(self, pair, cell, frank, folder, argv, shared, timing) -> Optional[Dict[str, Any]]:
-        """``shared``: the cell's :class:`~src.stitching.caches.CellCaches` (the twin reads the same activations)."""
-        from src.stitching.run import EVAL_BATCH, build_cell, least_squares_stitch, run_stitch, write_result
+        """``shared``: the cell's :class:`~src.matrix.caches.CellCaches` (the twin reads the same activations)."""
 
         if not self.enabled or cell.variant != "trained":
             return None
@@ -156,7 +157,6 @@ class SimilarityTwins:
 
     def finished(self, cell, digests) -> Optional[Dict[str, Any]]:
         """The cell's finished similarity stitch (with its EV / ES / SV row), or None; always None when disabled."""
-        from src.sweep.finished import finished_result
 
         if not self.enabled or cell.variant != "trained":
             return None

@@ -21,28 +21,18 @@ Memory: each cache is only made while the caches of that side stay within the jo
 stitch does.
 """
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Dict, List, Optional, Sequence
 
 import torch
 
 from src.features.hooks import capture
 from src.features.stream import layer_outputs
-from src.stitching.batches import FrontCache
+from src.stitching.batches import CellCaches, FrontCache
 from src.stitching.cut import INPUT_LAYER, FrontPart
 from src.stitching.job import StitchJob
 from src.stitching.measure import measured_targets
 
-
-@dataclass
-class CellCaches:
-    """What one cell may read instead of computing (None: compute it live)."""
-
-    train: Optional[FrontCache] = None  # sender activations, unaugmented training split (statistics, training)
-    val: Optional[FrontCache] = None  # sender activations, validation split (the per-epoch validation pass)
-    test: Optional[FrontCache] = None  # sender activations, test split (evaluation)
-    targets: Optional[FrontCache] = None  # receiver activations at the end layer, training split (least squares)
-    measured: Optional[torch.Tensor] = None  # receiver activations, the measured test samples (flattened, CPU)
 
 
 class MatrixCaches:

@@ -1,0 +1,187 @@
+"""Planning a stitch matrix: the job, its cells and the checks made before anything runs.
+
+A matrix is a list of cells, and a cell is a complete single-stitch job: a
+:class:`~src.stitching.job.StitchJob` with its layers set and ``cache_front`` on, and the path of its
+pickle (``<run>/cells/<sender_layer>--<receiver_layer>.pkl``; controls under
+``<run>/controls/<variant>/``). :func:`plan_matrix` builds and checks them all before anything runs
+(:mod:`src.matrix.run` runs them, :mod:`src.matrix.summary` turns their results into tables).
+
+Variants: ``trained`` (sender into receiver) and, with ``controls``, ``random_sender`` (the
+sender's iteration-0 checkpoint ``0.pt`` when one lies beside it, else a freshly initialised network
+of the same architecture with a recorded seed, saved under ``<run>/controls/``) into the trained
+receiver, and the trained sender into ``random_receiver``.
+"""
+from dataclasses import dataclass, fields, field, replace
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from src.config import get_config
+from src.errors import UserError
+from src.features import select_layers
+from src.models.blocks import block_outputs
+from src.models.describe import display_name
+from src.stitching.cut import INPUT_LAYER
+from src.stitching.job import StitchJob
+from src.stitching.run import Pair, build_cell, load_pair, run_dir
+from src.validation import check_batch_fits, check_stitch_job, check_writable_dir
+from src.matrix.runinfo import MATRIX_FIELDS
+from src.stitching.images import check_input_stitch
+from src.stitching.objectives import check_objective
+
+BLOCKS = "blocks"
+VARIANTS = ("trained", "random_sender", "random_receiver")
+
+
+@dataclass
+class MatrixJob:
+    """What ``stitch_matrix.py`` parses: the stitch options (``job``: front_model = sender, end_model =
+    receiver; its layers are set per cell) and the layer patterns of each side."""
+
+    job: StitchJob
+    sender_layers: Sequence[str]
+    receiver_layers: Sequence[str]
+    controls: bool = False
+    depth_axes: bool = False
+    control_seed: int = 0
+    resume: bool = False  # rejoin an existing run folder with the same parameters: finished cells are skipped
+    shard: Optional[Tuple[int, int]] = None  # (K, N): run only the K-th (from 1) of N slices of the cells, no tables
+
+
+@dataclass
+class Cell:
+    """One stitch of the matrix: a complete single-stitch job and where its result goes."""
+
+    variant: str
+    job: StitchJob
+    path: Path
+
+
+@dataclass
+class Plan:
+    run_folder: Path
+    senders: List[str]
+    receivers: List[str]
+    checkpoints: Dict[str, Tuple[str, str]]  # variant -> (sender checkpoint, receiver checkpoint)
+    controls: Dict[str, Dict[str, Any]]  # random_sender / random_receiver -> where the random network comes from
+    cells: List[Cell]
+    base: StitchJob
+    labels: Tuple[List[str], List[str]] = field(default_factory=lambda: ([], []))
+    names: Tuple[str, str] = ("sender", "receiver")  # e.g. 'Tiny10 in0-gn0-8580'
+
+
+def table_name(table: str, variant: str) -> str:
+    """``matrix`` / ``relative`` / ``ps_inv`` / ``cka`` of the trained pair; ``<table>_control_<variant>`` of a control."""
+    return table if variant == "trained" else f"{table}_control_{variant}"
+
+
+def cell_path(run_folder: Path, variant: str, sender_layer: str, receiver_layer: str) -> Path:
+    folder = run_folder / "cells" if variant == "trained" else run_folder / "controls" / variant
+    return folder / f"{sender_layer}--{receiver_layer}.pkl"
+
+
+def select_matrix_layers(model: torch.nn.Module, patterns: Sequence[str], example: torch.Tensor) -> List[str]:
+    """Layer names for patterns as in ``compare_layers.py`` (names, globs, ``re:``) or the preset ``blocks``."""
+    patterns = [p for p in patterns]
+    if not patterns:
+        raise UserError("no layer pattern given; name layers, globs, re:REGEX or 'blocks'")
+    if INPUT_LAYER in patterns:  # the network input (a receiver only): first, at depth 0
+        rest = [p for p in patterns if p != INPUT_LAYER]
+        return [INPUT_LAYER] + (select_matrix_layers(model, rest, example) if rest else [])
+    if BLOCKS in patterns:
+        if len(patterns) > 1:
+            raise UserError(f"'{BLOCKS}' is a preset of its own; do not combine it with other patterns")
+        return block_outputs(model, example)
+    return select_layers(model, patterns, example)
+
+
+def check_compatible(pair: Pair) -> None:
+    """Sender and receiver must read the same inputs and predict the same classes."""
+    front, end = pair.front_meta, pair.end_meta
+    for key, what in (("n_classes", "class counts"), ("input_size", "input sizes"), ("n_channels", "input channels")):
+        if front.get(key) is not None and end.get(key) is not None and list(np.atleast_1d(front[key])) != list(np.atleast_1d(end[key])):
+            raise UserError(f"the sender and receiver have different {what} ({front[key]} vs {end[key]}); "
+                            f"stitch networks trained on the same task")
+
+
+def refuse_existing_run(run_folder: Path, overwrite: bool) -> None:
+    if run_folder.exists() and not overwrite:
+        raise UserError(f"{run_folder} already exists; pass --overwrite to replace it, --resume to finish it or "
+                        f"choose another --run-name")
+
+
+def joins_run(mjob: MatrixJob) -> bool:
+    """--resume and every --shard rejoin a run folder (same parameters, finished cells kept) instead of refusing it."""
+    return mjob.resume or mjob.shard is not None
+
+
+def random_checkpoint(checkpoint: str, role: str, run_folder: Path, seed: int) -> Dict[str, Any]:
+    """Where the random-weight control of ``checkpoint`` comes from: its run's ``0.pt`` or a fresh network."""
+    zero = Path(checkpoint).parent / "0.pt"
+    if zero.is_file() and zero.resolve() != Path(checkpoint).resolve():
+        return {"checkpoint": str(zero), "source": "iteration-0 checkpoint of the same run", "seed": None}
+    return {"checkpoint": str(run_folder / "controls" / f"random_{role}.pt"), "seed": seed,
+            "source": f"freshly initialised network of the same architecture (seed {seed})"}
+
+
+def plan_matrix(mjob: MatrixJob, config=None) -> Tuple[Plan, Pair]:
+    """Every cell of the matrix, checked before anything is written or trained: options, layers, shapes."""
+    base = mjob.job
+    check_stitch_job(base)
+    check_objective(base.objective, matrix=True)
+    config = config or get_config()
+    run_folder = run_dir(base, config)
+    if joins_run(mjob) and base.overwrite:
+        raise UserError("--overwrite empties the run folder, --resume / --shard keep its finished cells; pass one of them")
+    if not joins_run(mjob):
+        refuse_existing_run(run_folder, base.overwrite)
+    check_writable_dir(run_folder)
+    pair = load_pair(base, config)
+    check_compatible(pair)
+    check_input_stitch(pair.dataset, mjob.sender_layers, mjob.receiver_layers)
+    example = torch.zeros(2, *pair.input_shape, device=pair.device)
+    senders = select_matrix_layers(pair.front_model, mjob.sender_layers, example)
+    receivers = select_matrix_layers(pair.end_model, mjob.receiver_layers, example)
+    base = replace(base, dataset=pair.dataset, run_name=run_folder.name, cache_front=True, no_augment=True)
+    check_batch_fits(base.batch_size, pair.plain_train(base).num_samples)
+    for s in senders:  # the stitch of every cell must exist (shapes, init, mask) before anything runs
+        for r in receivers:
+            build_cell(pair, replace(base, front_layer=s, end_layer=r))
+    checkpoints = {"trained": (base.front_model, base.end_model)}
+    controls: Dict[str, Dict[str, Any]] = {}
+    if mjob.controls:
+        controls["random_sender"] = random_checkpoint(base.front_model, "sender", run_folder, mjob.control_seed)
+        controls["random_receiver"] = random_checkpoint(base.end_model, "receiver", run_folder, mjob.control_seed + 1)
+        checkpoints["random_sender"] = (controls["random_sender"]["checkpoint"], base.end_model)
+        checkpoints["random_receiver"] = (base.front_model, controls["random_receiver"]["checkpoint"])
+    objective = "task" if base.objective == "both" else base.objective  # both: the mse twins run beside (evess)
+    cells = [Cell(variant, replace(base, front_model=checkpoints[variant][0], end_model=checkpoints[variant][1],
+                                   front_layer=s, end_layer=r, objective=objective), cell_path(run_folder, variant, s, r))
+             for variant in checkpoints for s in senders for r in receivers]
+    # With the blocks preset a layer's label starts with its number: the blocks before it (Hernandez et al.).
+    labels = tuple([f"{i} {name}" if BLOCKS in patterns else name for i, name in enumerate(names)]
+                   for names, patterns in ((senders, mjob.sender_layers), (receivers, mjob.receiver_layers)))
+    names = (display_name(pair.front_meta, base.front_model), display_name(pair.end_meta, base.end_model))
+    return Plan(run_folder, senders, receivers, checkpoints, controls, cells, base, labels, names), pair
+
+
+@dataclass
+class Done:
+    """What :func:`run_cells` leaves for the tables: results and wall times of the cells this process ran."""
+
+    results: Dict[str, Dict[Tuple[str, str], Dict]]
+    seconds: Dict[str, Dict[Tuple[str, str], float]]
+    cache_seconds: Dict[str, Dict[str, float]]
+    twins: Any
+
+
+def matrix_job_from_info(info: Dict[str, Any], folder: Path):
+    """The :class:`MatrixJob` that wrote ``folder`` (for ``--collect``)."""
+    p = info["parameters"]
+    names = {f.name for f in fields(StitchJob)}
+    job = StitchJob(front_model=p["sender"], end_model=p["receiver"], front_layer="", end_layer="",
+                    out_dir=str(Path(folder).resolve().parent), run_name=Path(folder).resolve().name,
+                    **{k: v for k, v in p["job"].items() if k in names})
+    return MatrixJob(job=job, resume=True, **{name: p[name] for name in MATRIX_FIELDS})

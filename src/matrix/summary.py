@@ -1,0 +1,189 @@
+"""A stitch matrix's tables from its cells' results: accuracy, relative accuracy, least squares, CKA, controls,
+the triangle statistic and Spearman correlations, written as CSVs, ``matrix.png`` and (last) ``matrix.pkl``."""
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import pandas as pd
+
+from src.errors import UserError
+from src.provenance import jsonable, provenance
+from src.results_io import write_csv, write_pickle
+from src.similarity import layer_similarity
+from src.stitching.cut import INPUT_LAYER
+from src.stitching.job import StitchJob
+from src.stitching.run import EVAL_BATCH, Pair
+from src.matrix.evess import SimilarityTwins, print_evess
+from src.matrix.images import matrix_grids
+from src.stitching.images import save_image_grid
+from src.matrix.plan import VARIANTS, Done, MatrixJob, Plan, cell_path, table_name
+from src.matrix.plot import save_matrix_png
+from src.matrix.resume import finished_result
+from src.matrix.stats import proportional_depths, spearman, triangle_statistic
+
+FORMAT = "drfrank-stitch-matrix"
+VERSION = 1
+#: Files of a run folder that a matrix run writes (replaced as a whole with --overwrite).
+TABLES = ("matrix", "relative", "ps_inv", "cka")
+
+
+def cka_matrix_of(pair: Pair, job: StitchJob, senders: List[str], receivers: List[str]) -> Tuple[pd.DataFrame, int]:
+    """Linear CKA (biased HSIC, all samples) of every sender layer with every receiver layer on the first
+    ``measure_samples`` test images: the ``cka`` value of each cell's pickle, for all pairs in one pass."""
+    layers = [r for r in receivers if r != INPUT_LAYER]  # 'input' is no module: no CKA column (NaN)
+    if not layers:
+        return _frame({}, senders, receivers), 0
+    loader = pair.loader(job, "test", 250)
+    sim = layer_similarity(pair.front_model, pair.end_model, loader, layers1=senders, layers2=layers, measure="cka",
+                           max_samples=job.measure_samples)
+    frame = sim.to_frame().loc[senders, layers].reindex(columns=list(receivers))
+    return frame.rename_axis("sender layer"), int(sim.n_samples)
+
+
+def _frame(values: Dict[Tuple[str, str], float], senders, receivers) -> pd.DataFrame:
+    data = [[values.get((s, r), np.nan) for r in receivers] for s in senders]
+    return pd.DataFrame(data, index=pd.Index(senders, name="sender layer"), columns=list(receivers))
+
+
+def _cell_seconds(result: Dict[str, Any]) -> float:
+    """A cell's wall time from its own record (statistics, epochs, evaluation) when another process ran it."""
+    t = result.get("timing", {})
+    return float(t.get("statistics_seconds", 0.0) + sum(t.get("epoch_seconds", [])) + t.get("evaluation_seconds", 0.0))
+
+
+def summarise(mjob: MatrixJob, plan: Plan, pairs: Dict[str, Pair], done: Optional[Done], argv=None) -> Dict[str, Any]:
+    """The matrix summary from every cell: those in ``done`` as they are, the others read from their finished pickles.
+
+    A cell that is not finished (missing, incomplete or computed with other parameters) is a one-line
+    UserError listing them: run their shards again or resume."""
+    done = done or Done({}, {}, {}, SimilarityTwins(plan.base.objective == "both", plan.senders, plan.receivers))
+    twins = done.twins
+    results: Dict[str, Dict] = {v: {} for v in plan.checkpoints}
+    seconds: Dict[str, Dict] = {v: {} for v in plan.checkpoints}
+    missing = []
+    for cell in plan.cells:
+        key = (cell.job.front_layer, cell.job.end_layer)
+        result = done.results.get(cell.variant, {}).get(key)
+        if result is None:
+            result = finished_result(cell.path, cell.job, pairs[cell.variant].digests)
+            twin = twins.finished(cell, pairs[cell.variant].digests) if twins.needed(cell) else None
+            if twin is not None:
+                twins.adopt(cell, twin)
+            elif twins.needed(cell):
+                result = None
+        if result is None:
+            missing.append(str(cell.path.relative_to(plan.run_folder).with_suffix("")))
+            continue
+        results[cell.variant][key] = result
+        seconds[cell.variant][key] = done.seconds.get(cell.variant, {}).get(key, _cell_seconds(result))
+    if missing:
+        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        raise UserError(f"{len(missing)} of {len(plan.cells)} cells of {plan.run_folder} are not finished ({shown}); "
+                        f"run their shards again or rerun with --resume (finished cells are kept)")
+    started = time.perf_counter()
+    cka = {v: cka_matrix_of(pairs[v], plan.base, plan.senders, plan.receivers) for v in plan.checkpoints}
+    cka_samples = cka["trained"][1]
+    cka = {v: frame for v, (frame, _) in cka.items()}
+    cka_seconds = time.perf_counter() - started
+    summary = _assemble(mjob, plan, results, cka, seconds, done.cache_seconds, cka_seconds, argv)
+    extra = twins.tables()
+    if "matrix_mse" in extra:
+        summary["tables"]["matrix_mse"] = summary["matrix_mse"] = extra.pop("matrix_mse")
+    summary.update(extra)
+    if INPUT_LAYER in plan.receivers:
+        summary["images"] = {s: {"task" if plan.base.objective == "both" else plan.base.objective:
+                                 results["trained"][(s, INPUT_LAYER)]["images"],
+                                 **({"mse": twins.results[(s, INPUT_LAYER)]["images"]} if twins.enabled else {})}
+                             for s in plan.senders}
+    trained_pair = pairs["trained"]
+    summary["cka_samples"] = cka_samples
+    summary["train_samples"] = trained_pair.plain_train(plan.base).num_samples
+    summary["test_samples"] = trained_pair.fixed_loader(plan.base, "test", EVAL_BATCH).num_samples
+    summary["timing"]["total_seconds"] = float(sum(frame for v in seconds.values() for frame in v.values()))
+    return summary
+
+
+def _assemble(mjob, plan: Plan, results, cka, seconds, cache_seconds, cka_seconds, argv) -> Dict[str, Any]:
+    S, R = plan.senders, plan.receivers
+    tables: Dict[str, pd.DataFrame] = {}
+    spearmans, triangles, end_acc = {}, {}, {}
+    for variant, cells in results.items():
+        acc = _frame({k: r["model_results"]["trans"]["acc"] for k, r in cells.items()}, S, R)
+        ends = {k: r["model_results"]["end"]["acc"] for k, r in cells.items()}
+        end_acc[variant] = float(next(iter(ends.values())))
+        tables[table_name("matrix", variant)] = acc
+        tables[table_name("relative", variant)] = acc / _frame(ends, S, R)
+        tables[table_name("ps_inv", variant)] = _frame({k: r["model_results"]["ps_inv"]["acc"] for k, r in cells.items()}, S, R)
+        tables[table_name("cka", variant)] = cka[variant]
+        spearmans[variant] = spearman(acc.to_numpy(), cka[variant].to_numpy())
+        triangles[variant] = {"stitched": _triangle(acc), "least_squares": _triangle(tables[table_name("ps_inv", variant)]),
+                              "cka": _triangle(cka[variant])}
+    base = plan.base
+    return {
+        "format": FORMAT, "version": VERSION,
+        "params": dict(jsonable(vars(base)), front_layer=None, end_layer=None,
+                       sender_patterns=list(mjob.sender_layers), receiver_patterns=list(mjob.receiver_layers),
+                       controls=mjob.controls, depth_axes=mjob.depth_axes, control_seed=mjob.control_seed,
+                       run_folder=str(plan.run_folder)),
+        "models": {"sender": plan.names[0], "receiver": plan.names[1]},
+        "sender_layers": S, "receiver_layers": R,
+        "sender_depth": proportional_depths(len(S)).tolist(), "receiver_depth": proportional_depths(len(R)).tolist(),
+        "labels": {"senders": plan.labels[0], "receivers": plan.labels[1]},
+        "tables": tables, **{name: tables[name] for name in TABLES},
+        "end_acc": end_acc, "spearman": spearmans, "triangle": triangles,
+        "controls": plan.controls, "checkpoints": {v: list(c) for v, c in plan.checkpoints.items()},
+        "cells": {v: {f"{s}--{r}": str(cell_path(plan.run_folder, v, s, r)) for s in S for r in R} for v in results},
+        "cka_split": "test",
+        "timing": {"cell_seconds": {v: _frame(t, S, R) for v, t in seconds.items()},
+                   "cache_seconds": cache_seconds, "cka_seconds": cka_seconds},
+        "provenance": provenance(base, argv),
+    }
+
+
+def _triangle(frame: pd.DataFrame) -> Dict[str, float]:
+    """The triangle statistic over the receiver layers proper: a stitch into the ``input`` generates an image, it
+    is not a receiver depth (as in the EV / ES / SV groups, :func:`src.matrix.evess.cell_position`)."""
+    return triangle_statistic(frame.drop(columns=[INPUT_LAYER], errors="ignore").to_numpy())
+
+
+def write_outputs(plan: Plan, summary: Dict[str, Any], depth_axes: bool) -> Path:
+    folder = plan.run_folder
+    for name, frame in summary["tables"].items():
+        write_csv(folder / f"{name}.csv", frame, index=True)
+    panels = [("stitched accuracy", summary["matrix"], "test accuracy"),
+              (f"linear CKA ({summary['cka_samples']} test images)", summary["cka"], "CKA")]
+    for variant in VARIANTS[1:]:
+        if variant in summary["end_acc"]:
+            panels.append((f"control: {variant.replace('_', ' ')}", summary["tables"][table_name("matrix", variant)],
+                           "test accuracy"))
+    base = plan.base
+    title = (f"{plan.names[0]} -> {plan.names[1]}, {base.dataset}, {base.epochs} epoch(s), "
+             f"{summary['train_samples']} training images (Spearman stitching vs CKA {summary['spearman']['trained']:.2f})")
+    save_matrix_png(folder / "matrix.png", panels, depth_axes, labels=plan.labels, suptitle=title,
+                    provenance=summary["provenance"])
+    for name in ("evess", "evess_summary"):
+        if name in summary:
+            write_csv(folder / f"{name}.csv", summary[name], index=name == "evess_summary")
+    if "images" in summary:
+        save_image_grid(folder / "images.png", matrix_grids(summary["images"]),
+                        suptitle=f"{plan.names[0]} stitched into the input of {plan.names[1]}, {base.dataset}",
+                        provenance=summary["provenance"])
+    return write_pickle(folder / "matrix.pkl", summary)
+
+
+def print_summary(summary: Dict[str, Any]) -> None:
+    """The matrices, the Spearman correlations, the triangle statistics and the timing, as plain text."""
+    for name, frame in summary["tables"].items():
+        print(f"{name}:")
+        print(frame.round(4).to_string())
+    for variant, rho in summary["spearman"].items():
+        tri = summary["triangle"][variant]["stitched"]
+        print(f"{variant}: Spearman(stitching, CKA) = {rho:.4f}; stitched accuracy on/below the proportional diagonal "
+              f"{tri['mean_on_or_below']:.4f} ({tri['cells_on_or_below']} cells) vs above {tri['mean_above']:.4f} "
+              f"({tri['cells_above']} cells)")
+    print_evess(summary)
+    timing = summary["timing"]
+    cells = pd.concat([frame.stack() for frame in timing["cell_seconds"].values()])
+    print(f"wall time: {len(cells)} cells, {cells.mean():.1f} s per cell (min {cells.min():.1f}, max {cells.max():.1f}), "
+          f"CKA {timing['cka_seconds']:.1f} s, total {timing['total_seconds']:.1f} s")
