@@ -112,6 +112,7 @@ def test_bad_matrix_input_is_one_line_before_any_work(tmp_path, capsys, case, me
     assert written == (["bad"] if case == "existing run" else [])
 
 
+@pytest.mark.slow
 def test_bad_matrix_input_from_the_shell_exits_2(tmp_path):
     argv = [SENDER, RECEIVER, "--sender-layers", "re:nothing\\d", "--receiver-layers", "bn8", "-o", str(tmp_path)]
     done = subprocess.run([sys.executable, "stitch_matrix.py", *argv], cwd=REPO, capture_output=True, text=True)

@@ -18,7 +18,7 @@ from dotenv import dotenv_values
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONTAINER = REPO / "container"
 DOCKERFILE = CONTAINER / "Dockerfile"
 SCRIPTS = ("build.sh", "pull.sh", "docker_run.sh", "entry.sh", "common.sh")
@@ -105,6 +105,7 @@ def parse_run(argv):
 # ---------------------------------------------------------------- docker_run.sh: usage
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", ["-h", "--help"])
 def test_help_prints_usage_and_exits_zero(flag, home):
     result = run_script("docker_run.sh", flag, home=home)
@@ -115,6 +116,7 @@ def test_help_prints_usage_and_exits_zero(flag, home):
     assert result.stderr == ""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
     [
@@ -296,6 +298,7 @@ def test_default_image_and_override(home):
     assert parse_run(dry_run("-c", "true", home=home, IMAGE=image))["image"] == image
 
 
+@pytest.mark.slow
 def test_dry_run_needs_no_docker(home):
     argv = dry_run("-g", "0", "-c", "true", home=home)
     assert argv[:2] == [NO_DOCKER, "run"]
@@ -306,6 +309,7 @@ def test_dry_run_needs_no_docker(home):
 # ---------------------------------------------------------------- docker_run.sh: real runs, with a stand-in docker
 
 
+@pytest.mark.slow
 def test_missing_docker_is_one_clear_line(home):
     result = run_script("docker_run.sh", "-c", "true", home=home)
     assert result.returncode == 1
@@ -331,6 +335,7 @@ def fake_docker(tmp_path, has_image: bool) -> Path:
     return script
 
 
+@pytest.mark.slow
 def test_missing_image_says_to_build_or_pull(home, tmp_path):
     docker = fake_docker(tmp_path, has_image=False)
     result = run_script("docker_run.sh", "-c", "true", home=home, DOCKER=docker)
@@ -340,6 +345,7 @@ def test_missing_image_says_to_build_or_pull(home, tmp_path):
     assert not (tmp_path / "docker-run-argv").exists(), "docker run must not be attempted"
 
 
+@pytest.mark.slow
 def test_real_run_executes_exactly_the_dry_run_command(home, tmp_path):
     docker = fake_docker(tmp_path, has_image=True)
     command = NASTY_COMMANDS[1]
@@ -355,6 +361,7 @@ def test_real_run_executes_exactly_the_dry_run_command(home, tmp_path):
 # ---------------------------------------------------------------- build.sh and pull.sh
 
 
+@pytest.mark.slow
 def test_build_dry_run(home, tmp_path):
     result = run_script("build.sh", "--dry-run", home=home, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -366,6 +373,7 @@ def test_build_dry_run(home, tmp_path):
     assert "--build-arg" not in argv
 
 
+@pytest.mark.slow
 def test_build_respects_image_base_image_and_extra_arguments(home):
     result = run_script(
         "build.sh", "--no-cache", "--dry-run", "--pull", home=home,
@@ -378,6 +386,7 @@ def test_build_respects_image_base_image_and_extra_arguments(home):
     assert argv[-3:] == ["--no-cache", "--pull", str(REPO)]
 
 
+@pytest.mark.slow
 def test_pull_dry_run_and_override(home):
     result = run_script("pull.sh", "--dry-run", home=home)
     assert shlex.split(result.stdout) == [NO_DOCKER, "pull", default_image()]
@@ -385,6 +394,7 @@ def test_pull_dry_run_and_override(home):
     assert shlex.split(result.stdout) == [NO_DOCKER, "pull", "registry.example.org/lab/frank:v2"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["build.sh", "pull.sh"])
 def test_build_and_pull_help_and_missing_docker(script, home):
     result = run_script(script, "-h", home=home)
@@ -393,6 +403,7 @@ def test_build_and_pull_help_and_missing_docker(script, home):
     assert result.returncode == 1 and "not found" in result.stderr
 
 
+@pytest.mark.slow
 def test_pull_rejects_unknown_arguments(home):
     result = run_script("pull.sh", "--bogus", home=home)
     assert result.returncode == 2 and "Usage:" in result.stderr and result.stdout == ""
@@ -401,22 +412,26 @@ def test_pull_rejects_unknown_arguments(home):
 # ---------------------------------------------------------------- entry.sh
 
 
+@pytest.mark.slow
 def test_entry_runs_the_given_command_with_its_arguments(home):
     result = run_script("entry.sh", "printf", "[%s]", "a b", "$HOME", home=home)
     assert result.returncode == 0
     assert result.stdout == "[a b][$HOME]"
 
 
+@pytest.mark.slow
 def test_entry_without_arguments_starts_bash(home):
     result = run_script("entry.sh", home=home, stdin="echo hello from $0\n")
     assert result.returncode == 0
     assert result.stdout == "hello from bash\n"
 
 
+@pytest.mark.slow
 def test_entry_passes_the_exit_status_through(home):
     assert run_script("entry.sh", "bash", "-c", "exit 7", home=home).returncode == 7
 
 
+@pytest.mark.slow
 def test_entry_falls_back_to_a_writable_home(home, tmp_path):
     result = run_script("entry.sh", "bash", "-c", 'printf %s "$HOME"', home=home, HOME="/nonexistent/home")
     assert result.stdout == "/tmp"
@@ -441,6 +456,7 @@ def test_scripts_are_strict_and_executable():
         assert (CONTAINER / name).stat().st_mode & stat.S_IXUSR, f"{name} is not executable"
 
 
+@pytest.mark.slow
 def test_shellcheck_passes_on_every_script():
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
@@ -567,6 +583,7 @@ def find_hadolint():
     return str(beside_python) if beside_python.is_file() else None
 
 
+@pytest.mark.slow
 def test_hadolint_passes():
     hadolint = find_hadolint()
     if hadolint is None:

@@ -18,6 +18,7 @@ def env(fake_mnist):
     return dict(os.environ)
 
 
+@pytest.mark.slow
 def test_train_then_eval_and_layer_info(tmp_path, env):
     out = tmp_path / "snap"
     done = run("train_model.py", "-m", "lenet", "-d", "mnist", "-e", "1", "-b", "50", "--val-size", "50",
@@ -33,6 +34,7 @@ def test_train_then_eval_and_layer_info(tmp_path, env):
     assert table.returncode == 0 and "conv1" in table.stdout and "6x28x28" in table.stdout and "fc3" in table.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,message", [
     (("train_model.py", "-m", "nonet", "-d", "mnist"), "unknown model 'nonet'"),
     (("eval_net.py", "missing.pt"), "checkpoint missing.pt does not exist"),
@@ -46,6 +48,7 @@ def test_bad_input_is_one_line_on_stderr(args, message, env):
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_layer_info_of_a_model_name():
     done = run("layer_info.py", "tiny10", "-d", "fashion")
     assert done.returncode == 0

@@ -9,7 +9,7 @@ import pytest
 import src.cli
 from src.allocator import keep_freed_memory, user_has_chosen
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt thresholds exist in glibc only")
 
@@ -55,6 +55,7 @@ print(tuned, sum(faults[15:]))
 """
 
 
+@pytest.mark.slow
 @glibc_only
 def test_a_freed_block_is_reused_without_new_page_faults():
     """30 allocations of 64 MiB (16384 pages each), faults counted over the last 15: by default each is a

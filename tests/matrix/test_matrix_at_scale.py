@@ -21,6 +21,9 @@ from src.matrix.shard import cells_for, parse_shard
 from tests.conftest import REPO
 from tests.script_helpers import assert_one_line_error
 
+# Every test here starts processes (torchrun ranks, kernels, scripts): deselect with -m "not slow".
+pytestmark = pytest.mark.slow
+
 TINY = REPO / "model_weights" / "Tiny10" / "FashionMNIST"
 SENDER, RECEIVER = str(TINY / "in0-gn0" / "8580.pt"), str(TINY / "in1-gn1" / "8580.pt")
 MATRIX = [SENDER, RECEIVER, "--sender-layers", "bn6", "bn7", "--receiver-layers", "bn6", "bn7", "-d", "fashion",

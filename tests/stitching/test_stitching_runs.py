@@ -34,6 +34,7 @@ def stitch(nets, tmp_path, front="tiny0", end="tiny1", layers=("bn3", "bn3"), *e
     return stitch_from_args(stitch_nets.parse_args(argv), ["stitch_nets.py", *argv])
 
 
+@pytest.mark.slow
 def test_result_pickle_has_the_reference_keys_and_plain_values(nets, tmp_path):
     path = stitch(nets, tmp_path, "tiny0", "tiny1", ("bn3", "bn3"), "-i", "ps_inv", "-s", "1")
     assert path == tmp_path / "res" / "r" / "bn3-bn3.pkl"
@@ -68,6 +69,7 @@ def test_result_pickle_has_the_reference_keys_and_plain_values(nets, tmp_path):
     assert len(load_summaries(tmp_path / "res")) == 1
 
 
+@pytest.mark.slow
 def test_pickle_round_trips_through_eval_stitch(nets, tmp_path):
     path = stitch(nets, tmp_path, "tiny0", "tiny1", ("bn3", "bn3"), "-r", "5", "-m", "semi-match", "-i", "ps_inv")
     result = load_result(path)
@@ -159,6 +161,7 @@ def test_existing_results_are_kept_unless_overwrite(nets, tmp_path):
     assert not list(path.parent.glob(".*.tmp"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,message", [
     (["tiny0", "tiny1", "bn9", "bn3"], "layer 'bn9' does not exist in Tiny10; valid layers"),
     (["tiny0", "tiny1", "bn6", "bn7", "-i", "eye"], "--init eye is not defined for a strided_conv: 64x4x4 -> 64x2x2"),

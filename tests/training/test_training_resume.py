@@ -89,6 +89,7 @@ def test_killed_run_resumed_ends_with_the_same_weights(save_every, kill_at, stat
     _assert_same_run(run_dir, reference)
 
 
+@pytest.mark.slow
 def test_run_killed_with_sigkill_resumes_to_the_same_weights(tmp_path, fake_mnist, one_thread):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     argv = _argv(tmp_path / "killed", "-e", "8", "-s", "7")

@@ -23,7 +23,7 @@ from src.similarity import SimilarityMatrix
 from src.stitching.results import load_result, load_summaries
 from tests.fixtures.make_pandas2_numpy1_result import VALUES
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 class _Payload:
@@ -55,6 +55,7 @@ def _crafted(marker: Path):
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("refused", list(_crafted(Path("m"))))
 def test_crafted_pickle_with_os_system_is_refused_and_never_runs(tmp_path, refused):
     marker = tmp_path / "marker"
@@ -70,6 +71,7 @@ def test_crafted_pickle_with_os_system_is_refused_and_never_runs(tmp_path, refus
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_crafted_payloads_would_run_with_plain_pickle(tmp_path):
     """The crafted files above are real attacks: plain pickle.load runs them (so their refusal means something)."""
     marker = tmp_path / "marker"
@@ -118,6 +120,7 @@ def test_matrix_pickle_with_a_payload_is_refused(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script,extra", [("eval_stitch", ["after"]), ("compare_frank_m2", ["after", "cka"])])
 def test_scripts_refuse_a_crafted_result_in_one_line(tmp_path, capsys, script, extra):
     marker = tmp_path / "marker"
@@ -177,6 +180,7 @@ def test_allowed_globals_are_classes_or_reconstruction_helpers():
     assert not {name.rsplit(".", 1)[1] for name in ALLOWED_GLOBALS} & risky
 
 
+@pytest.mark.slow
 def test_plain_pickle_still_loads_results_without_the_project(tmp_path):
     """Notebooks may keep using pickle.load: results hold no class of this project."""
     path = tmp_path / "r.pkl"

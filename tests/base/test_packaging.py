@@ -3,6 +3,7 @@
 Every check runs a fresh interpreter in a temporary folder outside the repository with PYTHONPATH
 cleared, so ``import src`` can only succeed through the installation, as in a notebook.
 """
+import pytest
 import os
 import re
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 INSTALL_HINT = "install the package: make setup, or pip install --no-deps -e . in the virtualenv"
 
@@ -42,6 +43,7 @@ def test_readme_import_parser_finds_plain_and_parenthesised_imports():
     assert import_statements(block) == ["import os", "from a.b import (c, d)", "from e import f  # note"]
 
 
+@pytest.mark.slow
 def test_every_import_line_of_the_readme_works_from_another_folder(tmp_path):
     statements = [s for block in readme_python_blocks(README.read_text(encoding="utf-8")) for s in import_statements(block)]
     # The helpers the README shows must be among them (a parser that found nothing would pass vacuously).
@@ -55,6 +57,7 @@ def test_every_import_line_of_the_readme_works_from_another_folder(tmp_path):
                                    f"{result.stderr[-2000:]}"
 
 
+@pytest.mark.slow
 def test_the_installed_package_is_this_checkout(tmp_path):
     result = run_elsewhere("import src; print(src.__file__)", tmp_path)
     assert result.returncode == 0, f"import src fails outside the repository ({INSTALL_HINT}):\n{result.stderr[-2000:]}"
@@ -62,6 +65,7 @@ def test_the_installed_package_is_this_checkout(tmp_path):
         "src is imported from another copy; reinstall with pip install --no-deps -e ."
 
 
+@pytest.mark.slow
 def test_subpackages_without_init_files_are_installed_too(tmp_path):
     # src/stitching is a namespace package (no __init__.py); the installation must still find it, here.
     folders = sorted({p.parent for p in (REPO / "src").rglob("*.py")

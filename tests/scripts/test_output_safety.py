@@ -97,6 +97,7 @@ def test_second_claim_on_the_same_output_is_refused_until_released(tmp_path):
     assert not (tmp_path / "run").exists()  # a claim that wrote nothing leaves no folder behind
 
 
+@pytest.mark.slow
 def test_claim_of_a_killed_process_does_not_block_a_rerun(tmp_path):
     path = tmp_path / "bn3-bn3.pkl"
     holder = subprocess.Popen([sys.executable, "-c", f"from src.results_io import claim_output; import time; "
@@ -183,6 +184,7 @@ def test_output_files_honour_the_umask(tmp_path, umask):
 
 # --- progress lines reach a log file as they are printed ----------------------------------------------
 
+@pytest.mark.slow
 def test_progress_lines_are_flushed_per_line_when_stdout_is_a_file(tmp_path):
     log = tmp_path / "log.txt"
     code = ("import time; from src.cli import run_main\n"

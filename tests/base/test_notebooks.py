@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+# Every test here starts processes (torchrun ranks, kernels, scripts): deselect with -m "not slow".
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 EXPECTED = {"stitching_results.ipynb", "layer_similarity.ipynb", "stitch_matrix.ipynb"}

@@ -55,6 +55,7 @@ def in_process(script, *args):
 
 # --- compare_layers.py ----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_compare_layers_writes_matrix_files(tmp_path, env, checkpoints, capsys):
     out = tmp_path / "matrix"
     done = run("compare_layers.py", *checkpoints, "-d", "mnist", "--layers1", RELU_FC, "--layers2", RELU_FC,
@@ -108,6 +109,7 @@ def test_compare_layers_errors(checkpoints, capsys, args, message):
 
 # --- compare_nets.py ------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_compare_nets_table_and_json(tmp_path, env, checkpoints, capsys):
     path = tmp_path / "nets.json"
     done = run("compare_nets.py", *checkpoints, "relu4", "relu4", "mnist", "cka", "cka_debiased", "procrustes",

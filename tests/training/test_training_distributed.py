@@ -29,6 +29,9 @@ from src.training.run import check_same_world, check_world, train_from_args
 from src.training.trainer import ClassifierTrainer, TrainSettings
 from tests.conftest import REPO
 
+# Every test here starts processes (torchrun ranks, kernels, scripts): deselect with -m "not slow".
+pytestmark = pytest.mark.slow
+
 MNIST = dataset_info("mnist")
 RUN = ("LeNet", "MNIST", "in0-gn0")
 
