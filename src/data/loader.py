@@ -4,9 +4,10 @@ Splits: 'test' is the official test split; 'val' is a fixed held-out part of ``v
 samples of the official train split, chosen by a constant seed that does not depend on the
 loader's ``seed`` (every model and run shares the same validation samples, see
 :mod:`src.data.splits`); 'train' is the rest of the official train split. For CelebA the
-official train split is ``train.csv``.
+official train split is ``train.csv``; for ``imagefolder:DIR`` it is ``DIR/train``, and 'val' is
+``DIR/val`` instead when that folder exists (:mod:`src.data.imagefolder`).
 
-MNIST, Fashion-MNIST and CIFAR are held in memory as uint8 tensors (moved to ``device`` once,
+MNIST, Fashion-MNIST, CIFAR and image folders are held in memory as uint8 tensors (moved to ``device`` once,
 when the loader is built); each batch is sliced from them, augmented as a whole batch with
 tensor ops (:mod:`src.data.augment`) and normalised. CelebA is read from disk per sample through
 a ``torch.utils.data.DataLoader``.
@@ -40,8 +41,9 @@ from src.config import Config, get_config, resolve_device
 from src.data.augment import normalize, random_affine, random_crop_flip
 from src.data.celeba import CelebADataset, CelebASplit, load_celeba
 from src.data.cifar import load_cifar
+from src.data.imagefolder import ImageFolderData, is_imagefolder_name, load_imagefolder
 from src.data.mnist_like import load_mnist_like
-from src.data.registry import NORMALIZATION, DatasetInfo, dataset_info
+from src.data.registry import DatasetInfo, dataset_info
 from src.data.splits import TensorSplit, check_split, split_indices
 from src.errors import UserError
 from src.seeding import generator as make_generator
@@ -74,6 +76,8 @@ def load_split(name: str, split: str, *, val_size: int = 5000, download: bool = 
     and int64 targets; for 'celeba' a :class:`CelebASplit` of image paths and float targets (N, 40).
     Missing files raise a :class:`UserError`, or are fetched with torchvision when ``download``.
     """
+    if is_imagefolder_name(name):
+        return _imagefolder_split(load_imagefolder(name), split, val_size)
     info = dataset_info(name)
     check_split(split, val_size)
     config = get_config() if config is None else config
@@ -84,6 +88,26 @@ def load_split(name: str, split: str, *, val_size: int = 5000, download: bool = 
         indices = split_indices(len(targets), split, val_size)
         images, targets = images[indices], targets[indices]
     return TensorSplit(info, split, images, targets)
+
+
+def _imagefolder_split(folder: ImageFolderData, split: str, val_size: int) -> TensorSplit:
+    """An image folder's split: 'val' from ``DIR/val`` when it exists, else held out of ``DIR/train``."""
+    check_split(split, 1 if folder.has_val else val_size)
+    if folder.has_val:
+        images, targets = folder.val_folder() if split == "val" else folder.official(split != "test")
+    else:
+        images, targets = folder.official(split != "test")
+        if split != "test":
+            indices = split_indices(len(targets), split, val_size)
+            images, targets = images[indices], targets[indices]
+    return TensorSplit(folder.info, split, images, targets)
+
+
+def _augmentation(info: DatasetInfo) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+    """The train-time augmentation of an in-memory dataset; image folders: crop (padding 1/8 of the side) and flip."""
+    if info.name in _AUGMENTATIONS:
+        return _AUGMENTATIONS[info.name]
+    return partial(random_crop_flip, padding=max(1, min(info.input_size) // 8))
 
 
 def _celeba_split(info: DatasetInfo, split: str, val_size: int, config: Config) -> CelebASplit:
@@ -178,8 +202,8 @@ class TensorBatchLoader(BatchLoader):
         super().__init__(split.info, len(split), batch_size, shuffle, augment, seed, device, drop_last, shard)
         self._images = split.images.to(device)
         self._targets = split.targets.to(device)
-        self._mean, self._std = NORMALIZATION[split.info.name]
-        self._augmentation = _AUGMENTATIONS[split.info.name]
+        self._mean, self._std = split.info.normalization
+        self._augmentation = _augmentation(split.info)
 
     def __iter__(self) -> Iterator[Batch]:
         order, first, resume = self._begin_pass()
@@ -258,7 +282,8 @@ def get_loader(name: str, split: str, batch_size: int = 128, *, shuffle: Optiona
     needs ``drop_last`` and a ``batch_size`` divisible by ``size``.
     """
     info = dataset_info(name)
-    check_split(split, val_size)
+    if not is_imagefolder_name(name):  # an image folder's split is checked by load_split (DIR/val may exist)
+        check_split(split, val_size)
     _check_int("batch_size", batch_size)
     _check_int("num_workers", num_workers, minimum=0)
     _check_int("seed", seed, minimum=0)
