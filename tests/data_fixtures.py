@@ -139,3 +139,28 @@ def write_celeba(root: Path, n_train: int = 8, n_test: int = 3) -> Dict[str, Tup
                 writer.writerow([name] + row.tolist())
         out[part] = ([root / name for name in names], attributes)
     return out
+
+
+def make_image_folder(root: Path, classes: int = 3, train: int = 20, test: int = 10, size: int = 32, seed: int = 0,
+                      val: int = 0, mode: str = "RGB") -> Path:
+    """A small image folder for ``imagefolder:ROOT``: ``ROOT/{train,test}[/val]/class_XX/NNN.png``.
+
+    ``train``/``test``/``val`` PNGs per class (no val folder when ``val=0``), ``size`` x ``size``,
+    ``mode`` 'RGB' or 'L'. Each class has its own base colour (evenly spread hues) plus uniform
+    noise of +-40, so a linear model learns the classes in a few steps. Written with PIL from
+    numpy, independently of src.data. Returns ``root``.
+    """
+    rng = np.random.default_rng(seed)
+    levels = [60 + 140 * c / max(classes - 1, 1) for c in range(classes)]
+    base = [np.array([levels[(c + k) % classes] for k in range(3)]) for c in range(classes)]
+    for split, n in (("train", train), ("val", val), ("test", test)):
+        if n == 0:
+            continue
+        for c in range(classes):
+            folder = Path(root) / split / f"class_{c:02d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                pixels = np.clip(base[c] + rng.integers(-40, 41, (size, size, 3)), 0, 255).astype(np.uint8)
+                image = Image.fromarray(pixels, "RGB")
+                (image.convert("L") if mode == "L" else image).save(folder / f"{i:03d}.png")
+    return Path(root)
