@@ -7,13 +7,18 @@ class in one file plus one line in ``KINDS``. The order of ``KINDS`` is the orde
 ===================  ==========================================================================
 kind                 when (front -> end shape)
 ===================  ==========================================================================
-flatten              ``--flatten`` (any shapes); C x H x W -> D (without ``--pool``); D -> C x H x W
+flatten              ``--flatten`` (any shapes); C x H x W -> D and N x D -> D' (without ``--pool``);
+                     D -> C x H x W and D -> N x D'
 pool_linear          C x H x W -> D with ``--pool``
 conv1x1              C x H x W -> C' x H x W
 strided_conv         C x kH x kW -> C' x H x W (integer k >= 2)
 upsample_conv1x1     C x H x W -> C' x kH x kW (integer k >= 2)
 resample_conv1x1     C x H x W -> C' x H' x W' otherwise
 linear               D -> D'
+tokens               N x D -> N' x D' (tokens; module :mod:`~src.stitching.kinds.tokens`)
+tokens_to_map        N x D -> C x H x W (N = p + g x g: a patch grid and p <= 8 prefix tokens)
+map_to_tokens        C x H x W -> N x D (N = p + g x g)
+tokens_pool          N x D -> D' with ``--pool``
 ===================  ==========================================================================
 """
 from typing import Dict, Optional, Sequence, Type
@@ -22,6 +27,7 @@ from src.errors import UserError
 from src.stitching.kinds.base import StitchKind, StitchOptions, fmt
 from src.stitching.kinds.maps import Conv1x1, ResampleConv1x1, UpsampleConv1x1
 from src.stitching.kinds.strided import StridedConv
+from src.stitching.kinds.tokens import MapToTokens, Tokens, TokensPool, TokensToMap
 from src.stitching.kinds.vectors import Flatten, Linear, PoolLinear
 
 KINDS: Dict[str, Type[StitchKind]] = {k.name: k for k in (
@@ -32,6 +38,10 @@ KINDS: Dict[str, Type[StitchKind]] = {k.name: k for k in (
     UpsampleConv1x1,
     ResampleConv1x1,
     Linear,
+    Tokens,
+    TokensToMap,
+    MapToTokens,
+    TokensPool,
 )}
 
 

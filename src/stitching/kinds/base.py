@@ -39,7 +39,8 @@ def pixel_rows(t: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class StitchOptions:
     """The options that steer the choice of kind: ``flatten`` (the whole flattened tensors, any shapes)
-    and ``pool`` (a feature map into a vector by global average pooling instead of flattening)."""
+    and ``pool`` (a feature map or a token sequence into a vector by averaging over H x W or over the
+    tokens instead of flattening)."""
 
     flatten: bool = False
     pool: bool = False

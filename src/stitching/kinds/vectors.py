@@ -3,7 +3,8 @@
 - ``linear``: vector (D,) into vector (D',).
 - ``flatten``: the whole flattened sender tensor into the whole flattened receiver tensor, reshaped
   to the receiver's shape. Chosen for any shapes with ``--flatten`` (pixel to pixel), and without it
-  for a feature map into a vector (flatten + linear) and a vector into a feature map (linear + reshape).
+  for a feature map or a token sequence into a vector (flatten + linear; ``--pool`` averages instead:
+  ``pool_linear``, ``tokens_pool``) and a vector into a feature map or a token sequence (linear + reshape).
 - ``pool_linear`` (``--pool``): a feature map into a vector by global average pooling over H x W,
   then a Linear layer (channel to feature).
 """
@@ -31,8 +32,8 @@ class Linear(StitchKind):
 
 class Flatten(StitchKind):
     name = "flatten"
-    summary = ("whole flattened tensors (--flatten, any shapes); also feature map into vector (flatten + linear) "
-               "and vector into feature map (linear + reshape)")
+    summary = ("whole flattened tensors (--flatten, any shapes); also feature map or tokens into vector "
+               "(flatten + linear) and vector into feature map or tokens (linear + reshape)")
 
     @classmethod
     def misfit(cls, front_shape, end_shape):
@@ -41,7 +42,7 @@ class Flatten(StitchKind):
     @classmethod
     def chosen(cls, front_shape, end_shape, options: StitchOptions) -> bool:
         ranks = (len(front_shape), len(end_shape))
-        return options.flatten or ranks == (1, 3) or (ranks == (3, 1) and not options.pool)
+        return options.flatten or ranks in ((1, 3), (1, 2)) or (ranks in ((3, 1), (2, 1)) and not options.pool)
 
     def features(self) -> Tuple[int, int]:
         return int(np.prod(self.front_shape)), int(np.prod(self.end_shape))
