@@ -5,7 +5,8 @@ crash or Ctrl-C never leaves a half-written file under the final name; files get
 the umask gives (as ``open()`` would), not ``mkstemp``'s 0600. :func:`claim_output` lets only one
 run at a time write an output, and :func:`staged_folder` replaces a folder of outputs as a whole.
 Pickles are read with :func:`src.safe_pickle.restricted_load`, which refuses anything but the
-plain values, numpy arrays and pandas frames results hold.
+plain values, numpy arrays and pandas frames results hold, and any file that would take more memory
+to load than its size accounts for.
 """
 import fcntl
 import json
@@ -21,7 +22,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Union
 import pandas as pd
 
 from src.errors import UserError
-from src.safe_pickle import RefusedGlobal, restricted_load
+from src.safe_pickle import Refused, restricted_load
 
 PathLike = Union[str, Path]
 
@@ -212,10 +213,18 @@ def read_pickle(path: PathLike) -> Any:
     try:
         with open(path, "rb") as handle:
             return restricted_load(handle)
-    except RefusedGlobal as err:
+    except Refused as err:  # a foreign global, a use no result makes, or a pickle bomb
         raise UserError(f"refusing to load {path}: {err}; only open pickles from trusted sources") from err
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, ValueError, TypeError) as err:
-        raise UserError(f"{path} is not a readable result pickle ({type(err).__name__}: {err}); re-run the job that wrote it") from err
+    except MemoryError:  # within the budget, yet more than this machine has: still one line, never a traceback
+        raise UserError(f"cannot load {path}: it needs more memory than is free here; close other programs "
+                        f"or load it on a machine with more memory") from None
+    except RecursionError as err:
+        raise UserError(f"{path} is not a readable result pickle (it nests too deep); re-run the job that wrote it") from err
+    except OSError as err:
+        raise UserError(f"cannot read {path} ({err.strerror or err}); check that it is a readable file") from err
+    except Exception as err:  # truncated, corrupt, or refused by numpy / pandas while rebuilding: not a result
+        reason = " ".join(str(err).split())  # one line, whatever numpy or pandas said
+        raise UserError(f"{path} is not a readable result pickle ({type(err).__name__}: {reason}); re-run the job that wrote it") from err
 
 
 def write_figure(path, fig, software: str, provenance: Optional[Dict[str, Any]] = None, dpi: int = 130):
