@@ -9,19 +9,23 @@ import json
 import sys
 
 from src.cli import run_main
-from src.stitching.rebuild import MODES
+from src.stitching.rebuild import WEIGHTS
 from src.validation import int_option
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("pickle", help="result pickle written by stitch_nets.py")
-    p.add_argument("mode", choices=MODES, help="which stitch to use")
+    p.add_argument("weights", choices=WEIGHTS,
+                   help="which saved stitch: before (initial), after (trained) or ps_inv (least squares)")
     p.add_argument("--split", choices=["test", "val"], default="test", help="default test")
     p.add_argument("-b", "--batch-size", type=int_option("-b/--batch-size"), default=1000)
     p.add_argument("--max-samples", type=int_option("--max-samples"), default=None, help="evaluate on the first N samples only")
-    p.add_argument("--front-model", default=None, help="front checkpoint, if it moved since the run")
-    p.add_argument("--end-model", default=None, help="end checkpoint, if it moved since the run")
+    p.add_argument("--front-model", default=None,
+                   help="front checkpoint (or model spec), if it moved since the run or was a module from Python")
+    p.add_argument("--end-model", default=None, help="end checkpoint (or model spec), as --front-model")
+    p.add_argument("--front-weights", default=None, help="weights file of a front model spec, if it moved since the run")
+    p.add_argument("--end-weights", default=None, help="weights file of an end model spec, if it moved since the run")
     p.add_argument("--allow-changed-models", action="store_true",
                    help="use the checkpoints even if they are not the files the stitch was trained with (SHA-256)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N; default DEVICE of the config")
@@ -33,8 +37,9 @@ def main(argv=None):
     from src.stitching.evaluate_result import evaluate_stitch
 
     args = parse_args(argv)
-    r = evaluate_stitch(args.pickle, args.mode, args.split, args.batch_size, args.max_samples, args.device,
-                        args.front_model, args.end_model, args.allow_changed_models)
+    r = evaluate_stitch(args.pickle, args.weights, args.split, args.batch_size, args.max_samples, args.device,
+                        args.front_model, args.end_model, args.allow_changed_models,
+                        front_weights=args.front_weights, end_weights=args.end_weights)
     if args.json:
         print(json.dumps(r, indent=2))
     else:

@@ -1,18 +1,21 @@
 #!/usr/bin/env python
-"""Stitch every sender layer into every receiver layer: the stitch matrix, beside the CKA matrix of the same layers.
+"""Stitch every front layer into every end layer: the stitch matrix, beside the CKA matrix of the same layers.
 
-Writes results/<run-name>/: cells/<sender_layer>--<receiver_layer>.pkl (each a stitch_nets.py result:
+The front network is what Hernandez et al. (2022) call the sender, the end network their receiver;
+--sender-layers and --receiver-layers are accepted as other names of --front-layers and --end-layers.
+
+Writes results/<run-name>/: cells/<front_layer>--<end_layer>.pkl (each a stitch_nets.py result:
 load_result, eval_stitch.py and load_summaries work on it), matrix.csv (stitched test accuracy; rows
-sender layers, columns receiver layers), relative.csv (divided by the receiver's accuracy), ps_inv.csv
+front layers, columns end layers), relative.csv (divided by the end network's accuracy), ps_inv.csv
 (least-squares stitch), cka.csv (linear CKA on the first --measure-samples test images), matrix.png
 and matrix.pkl (all tables as DataFrames, Spearman correlation of stitching vs CKA, the triangle
-statistic, controls, timing, parameters and provenance). With --controls also a random-weight sender
-into the receiver and the sender into a random-weight receiver (*_control_random_sender.csv, ...).
+statistic, controls, timing, parameters and provenance). With --controls also a random-weight front
+into the end and the front into a random-weight end (*_control_random_front.csv, ...).
 
 Layers: exact names, globs ('layer1.*'), regular expressions ('re:bn\\d') or the preset 'blocks' (the stem
 output and every residual block's output; for networks without residual blocks each conv/bn stage).
-Each sender layer's activations on the unaugmented training split are computed once and reused for
-every receiver layer (as stitch_nets.py --cache-front).
+Each front layer's activations on the unaugmented training split are computed once and reused for
+every end layer (as stitch_nets.py --cache-front).
 
 Scaling out (see README "Sweeps at scale"): `torchrun --nproc_per_node=N stitch_matrix.py ...` shares the
 cells among N processes (one GPU each; gloo on the CPU); `--shard K/N` runs only the K-th of N slices (job
@@ -21,7 +24,7 @@ finishes an interrupted run, keeping its finished cells.
 
 Example:
   python stitch_matrix.py model_weights/Tiny10/FashionMNIST/in0-gn0/8580.pt \\
-      model_weights/Tiny10/FashionMNIST/in1-gn1/8580.pt --sender-layers 're:bn\\d' --receiver-layers 're:bn\\d' \\
+      model_weights/Tiny10/FashionMNIST/in1-gn1/8580.pt --front-layers 're:bn\\d' --end-layers 're:bn\\d' \\
       -d fashion --preset hernandez -e 2 --max-samples 10000 --controls --run-name t10-matrix
 """
 import argparse
@@ -37,17 +40,17 @@ def parse_args(argv=None):
     from src.matrix.shard import parse_shard
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("sender", help="checkpoint of the sender (front) network")
-    p.add_argument("receiver", help="checkpoint of the receiver (end) network")
-    p.add_argument("--sender-layers", nargs="+", required=True, metavar="PATTERN",
-                   help="sender layers: names, globs, re:REGEX or blocks")
-    p.add_argument("--receiver-layers", nargs="+", required=True, metavar="PATTERN",
-                   help="receiver layers: names, globs, re:REGEX or blocks")
+    p.add_argument("front", help="checkpoint of the front network (Hernandez et al.'s sender)")
+    p.add_argument("end", help="checkpoint of the end network (Hernandez et al.'s receiver)")
+    p.add_argument("--front-layers", "--sender-layers", dest="front_layers", nargs="+", required=True,
+                   metavar="PATTERN", help="front layers (rows): names, globs, re:REGEX or blocks")
+    p.add_argument("--end-layers", "--receiver-layers", dest="end_layers", nargs="+", required=True,
+                   metavar="PATTERN", help="end layers (columns): names, globs, re:REGEX, blocks or input")
     p.add_argument("--controls", action="store_true",
-                   help="also a random-weight sender into the receiver and the sender into a random-weight receiver "
+                   help="also a random-weight front into the end and the front into a random-weight end "
                         "(the iteration-0 checkpoint 0.pt beside a checkpoint, else a fresh network)")
     p.add_argument("--control-seed", type=int, default=0,
-                   help="seed of a freshly initialised control network (sender: this, receiver: this + 1); default 0")
+                   help="seed of a freshly initialised control network (front: this, end: this + 1); default 0")
     p.add_argument("--depth-axes", action="store_true",
                    help="draw cells at proportional depth (i/(I-1), j/(J-1)) so networks of different lengths compare")
     p.add_argument("--resume", action="store_true",
@@ -58,9 +61,9 @@ def parse_args(argv=None):
                         "then stitch_matrix.py --collect RUN_DIR writes the tables")
     add_stitch_options(p, matrix=True)
     ns = vars(p.parse_args(argv))
-    matrix = {k: ns.pop(k) for k in ("sender_layers", "receiver_layers", "controls", "control_seed", "depth_axes",
+    matrix = {k: ns.pop(k) for k in ("front_layers", "end_layers", "controls", "control_seed", "depth_axes",
                                      "resume", "shard")}
-    job = StitchJob(front_model=ns.pop("sender"), end_model=ns.pop("receiver"), front_layer="", end_layer="",
+    job = StitchJob(front_model=ns.pop("front"), end_model=ns.pop("end"),
                     cache_front=True, no_augment=True, **ns)
     return MatrixJob(job=job, **matrix)
 

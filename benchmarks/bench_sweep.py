@@ -8,11 +8,11 @@ Same cells, epochs, seeds and data, twice in one process:
   this process, so the interpreter and torch start-up a real shell loop pays per cell is NOT counted (the
   naive time is a lower bound). ``--cache-front`` makes every naive cell compute exactly what a matrix cell
   computes (same batches, same seed), so the matrices must be identical (tolerance 0);
-- matrix: ``run_matrix`` (stitch_matrix.py): the networks and loaders made once, each sender layer's
-  activations cached once for all receiver layers, the networks' own test logits once; it also computes the
+- matrix: ``run_matrix`` (stitch_matrix.py): the networks and loaders made once, each front layer's
+  activations cached once for all end layers, the networks' own test logits once; it also computes the
   CKA matrix of the same layers (reported separately: the naive loop does not compute it);
-- floor: the receiver tails' forward and backward passes alone (stitch -> end part -> cross-entropy -> backward ->
-  Adam step) over the cached sender activations, for every cell and epoch: the training work no sweep can avoid.
+- floor: the end tails' forward and backward passes alone (stitch -> end part -> cross-entropy -> backward ->
+  Adam step) over the cached front activations, for every cell and epoch: the training work no sweep can avoid.
   It takes the cached inputs as given; the matrix run's time to make them (the cache fill: one forward pass of
   each network over each split) is printed beside it, because it alone can exceed the floor (late layers have
   small tails but need nearly whole forward passes).
@@ -48,9 +48,9 @@ TINY = Path(__file__).resolve().parents[1] / "model_weights" / "Tiny10" / "Fashi
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sender", default=str(TINY / "in0-gn0" / "8580.pt"))
-    p.add_argument("--receiver", default=str(TINY / "in1-gn1" / "8580.pt"))
-    p.add_argument("--layers", nargs="+", default=["bn2", "bn4", "bn6", "bn8"], help="sender and receiver layers")
+    p.add_argument("--front", default=str(TINY / "in0-gn0" / "8580.pt"))
+    p.add_argument("--end", default=str(TINY / "in1-gn1" / "8580.pt"))
+    p.add_argument("--layers", nargs="+", default=["bn2", "bn4", "bn6", "bn8"], help="front and end layers")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--max-samples", type=int, default=10000, help="first N samples of each split")
     p.add_argument("--threads", type=int, default=2)
@@ -87,7 +87,7 @@ def main(argv=None):
                                                            else "defaults")
     layers = args.layers
     with tempfile.TemporaryDirectory() as out:
-        base = StitchJob(front_model=args.sender, end_model=args.receiver, front_layer="", end_layer="",
+        base = StitchJob(front_model=args.front, end_model=args.end,
                          dataset="fashion", epochs=args.epochs, max_samples=args.max_samples, cache_front=True,
                          no_augment=True, out_dir=out, device="cpu")
         n = len(layers) ** 2
@@ -105,15 +105,15 @@ def main(argv=None):
         print(f"naive:  {naive_seconds:7.1f} s ({naive_seconds / n:.2f} s per cell)")
 
         started = time.perf_counter()
-        _, summary = run_matrix(MatrixJob(job=replace(base, run_name="matrix"), sender_layers=layers,
-                                          receiver_layers=layers), progress=False)
+        _, summary = run_matrix(MatrixJob(job=replace(base, run_name="matrix"), front_layers=layers,
+                                          end_layers=layers), progress=False)
         matrix_seconds = time.perf_counter() - started
         cka_seconds = summary["timing"]["cka_seconds"]
         print(f"matrix: {matrix_seconds:7.1f} s ({matrix_seconds / n:.2f} s per cell), of which the CKA matrix "
               f"{cka_seconds:.1f} s")
 
         floor = floor_seconds(base, layers)
-        print(f"floor:  {floor:7.1f} s (receiver tails' forward + backward on cached inputs)")
+        print(f"floor:  {floor:7.1f} s (end tails' forward + backward on cached inputs)")
         fill = sum(sum(parts.values()) for parts in summary["timing"]["cache_seconds"].values())
         print(f"cache fill: {fill:5.1f} s of the matrix run (each network's forward passes over the train, val and "
               f"test splits that make the inputs the floor takes as given)")

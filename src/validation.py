@@ -7,8 +7,8 @@ writes a file, so a run never trains for hours on ``-lr nan`` or fails at its la
   :func:`int_option` / :func:`float_option` wrap them as argparse ``type=`` callables.
 - :func:`check_run_name`: a subfolder name that cannot leave its output folder.
 - :func:`check_writable_dir`: the output folder can be created and written to (nothing is left behind).
-- :func:`check_train_job`, :func:`check_stitch_job`: every option of a training / stitching job,
-  for the scripts and for jobs built in Python (sweeps, notebooks, the demo).
+- :func:`check_train_job`: every option of a training job; :func:`check_optimisation`: the options training
+  and stitching share (a stitching job checks itself: :meth:`src.stitching.job.StitchJob.check`).
 
 All of them raise :class:`src.errors.UserError`, which the scripts print as ``error: ...`` (exit 2).
 """
@@ -112,8 +112,7 @@ def check_batch_fits(batch_size: int, num_samples: int) -> None:
                         f"has no full batch (the last partial batch is dropped): use a smaller batch size")
 
 
-
-def _check_optimisation(job) -> None:
+def check_optimisation(job) -> None:
     """The options training and stitching share (same flags in both scripts)."""
     check_int(job.epochs, "-e/--epochs")
     check_int(job.batch_size, "-b/--batch-size")
@@ -127,26 +126,10 @@ def _check_optimisation(job) -> None:
 
 def check_train_job(job) -> None:
     """Every option of a :class:`src.training.run.TrainJob` (None save frequency: first and last only)."""
-    _check_optimisation(job)
+    check_optimisation(job)
     check_int(job.init_noise, "-i/--init-noise", 0)
     check_int(job.gradient_noise, "-g/--gradient-noise", 0)
     if job.save_frequency is not None:
         check_int(job.save_frequency, "-s/--save-frequency")
     if job.overwrite and job.resume:
         raise UserError("--overwrite starts the run again and --resume continues it: pass one of them")
-
-
-def check_stitch_job(job) -> None:
-    """Every option of a :class:`src.stitching.job.StitchJob` whose bounds do not depend on the models."""
-    _check_optimisation(job)
-    check_int(job.seed, "--seed", 0)
-    check_int(job.save_frequency, "-s/--save-frequency")
-    check_float(job.l1, "--l1", 0)
-    check_float(job.cka_reg, "--cka-reg")
-    check_float(job.temperature, "--temperature", above=0)
-    check_float(job.cache_limit_gb, "--cache-limit-gb", above=0)
-    # The CKA of the measurements uses the biased HSIC, which needs two samples.
-    check_int(job.measure_samples, "--measure-samples", 2)
-    if job.low_rank is not None:
-        check_int(job.low_rank, "-r/--low-rank")
-    check_run_name(job.run_name)

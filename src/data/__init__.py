@@ -8,6 +8,8 @@
   memory too (:mod:`src.data.imagefolder`). :func:`check_dataset_name` validates a name for the
   command line, :func:`with_image_options` adds ``--image-size/--mean/--std`` to it, and
   :func:`describe_dataset` gives a JSON-able provenance record.
+- :class:`NamedData` / :class:`UserData` (:mod:`src.data.source`): one interface to a named data set and to the
+  user's own Datasets, DataLoaders or batches from Python.
 - Files are looked for under the paths of :class:`src.config.Config` (``DATASET_ROOT``,
   ``FASHION_MNIST_DIR``, ``CELEBA_ROOT``).
 """
@@ -16,6 +18,7 @@ from src.data.imagefolder import imagefolder_name, is_imagefolder_name, parse_fl
 from src.data.loader import BatchLoader, get_loader, load_split
 from src.data.registry import (DATASET_HELP, DATASET_NAMES, NORMALIZATION, DatasetInfo, check_dataset_name,
                                dataset_info, describe_dataset)
+from src.data.source import USER_DATA, DataSource, NamedData, UserData
 from src.data.splits import SPLITS, TensorSplit
 
 __all__ = [
@@ -23,7 +26,11 @@ __all__ = [
     "CelebASplit",
     "DATASET_HELP",
     "DATASET_NAMES",
+    "DataSource",
     "DatasetInfo",
+    "NamedData",
+    "USER_DATA",
+    "UserData",
     "NORMALIZATION",
     "SPLITS",
     "TensorSplit",

@@ -59,17 +59,31 @@ def loader_size(loader: Any) -> Optional[int]:
     return None
 
 
+class FirstSamples:
+    """The first ``n`` samples of a stream of batches (all of them when ``n`` is None): :meth:`take` says how many
+    samples of the next batch are among them. The one place that counts "the first N samples"."""
+
+    def __init__(self, n: Optional[int]):
+        self.n, self.kept = n, 0
+
+    def take(self, batch_size: int) -> int:
+        taken = batch_size if self.n is None else max(0, min(batch_size, self.n - self.kept))
+        self.kept += taken
+        return taken
+
+    @property
+    def done(self) -> bool:
+        return self.n is not None and self.kept >= self.n
+
+
 def _truncated(batches: Iterable[Tuple[torch.Tensor, ...]], max_samples: Optional[int]):
-    seen = 0
+    first = FirstSamples(max_samples)
     for batch in batches:
-        if max_samples is not None:
-            if seen >= max_samples:
-                return
-            batch = tuple(t[:max_samples - seen] for t in batch)
-        if len(batch[0]) == 0:
-            continue
-        seen += len(batch[0])
-        yield batch
+        if first.done:
+            return
+        taken = first.take(len(batch[0]))
+        if taken:
+            yield tuple(t[:taken] for t in batch)
 
 
 def _merge_short(batches: Iterable[Tuple[torch.Tensor, ...]], min_batch: int):

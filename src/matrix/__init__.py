@@ -1,4 +1,4 @@
-"""Stitch matrices (``stitch_matrix.py``): every sender layer stitched into every receiver layer, beside CKA.
+"""Stitch matrices (``stitch_matrix.py``): every front layer stitched into every end layer, beside CKA.
 
 The package sits above :mod:`src.stitching` (one stitch) and runs its steps for every cell:
 
@@ -13,6 +13,6 @@ The package sits above :mod:`src.stitching` (one stitch) and runs its steps for 
 """
 from src.matrix.plan import MatrixJob, plan_matrix
 from src.matrix.run import collect_matrix, run_matrix
-from src.matrix.summary import print_summary
+from src.matrix.summary import load_matrix, print_summary
 
-__all__ = ["MatrixJob", "plan_matrix", "run_matrix", "collect_matrix", "print_summary"]
+__all__ = ["MatrixJob", "plan_matrix", "run_matrix", "collect_matrix", "print_summary", "load_matrix"]

@@ -1,13 +1,13 @@
 """Activations a stitch matrix computes once per layer instead of once per cell.
 
 A single stitch (``stitch_nets.py``) runs, besides its training, four passes through the frozen
-networks' early layers: the receiver's front part over the training split (the least-squares
-targets), the sender's front part over the validation split (every epoch) and over the test split
-(the evaluation), and the receiver's front part over the measured test samples (CKA and MSE of the
-stitch against the receiver). In a matrix each of these depends on one layer only, so
-:class:`MatrixCaches` computes each once: the sender's splits per sender layer (kept while that
-layer's receiver layers run, like the training-split :class:`~src.stitching.batches.FrontCache`)
-and the receiver's per receiver layer (kept for the whole matrix). Every cache is filled with the
+networks' early layers: the end network's front part over the training split (the least-squares
+targets), the front network's front part over the validation split (every epoch) and over the test split
+(the evaluation), and the end network's front part over the measured test samples (CKA and MSE of the
+stitch against the end). In a matrix each of these depends on one layer only, so
+:class:`MatrixCaches` computes each once: the front network's splits per front layer (kept while that
+layer's end layers run, like the training-split :class:`~src.stitching.batches.FrontCache`)
+and the end network's per end layer (kept for the whole matrix). Every cache is filled with the
 same loader and batches as the live pass it replaces, so a cell's numbers are exactly those of a
 single stitch with the same job.
 
@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from src.features.hooks import capture
-from src.features.stream import layer_outputs
+from src.features.stream import FirstSamples, layer_outputs
 from src.stitching.batches import CellCaches, FrontCache
 from src.stitching.cut import INPUT_LAYER, FrontPart
 from src.stitching.job import StitchJob
@@ -41,38 +41,38 @@ class MatrixCaches:
     def __init__(self, pair, job: StitchJob, eval_batch: int):
         self.pair, self.job, self.eval_batch = pair, job, eval_batch
         self.limit_gb = float(job.cache_limit_gb)
-        self.receiver: Dict[str, Dict[str, object]] = {}
-        self.receiver_gb = 0.0
-        self.senders: Dict[str, CellCaches] = {}  # prefilled sender layers
-        self.sender_gb = 0.0
+        self.end: Dict[str, Dict[str, object]] = {}
+        self.end_gb = 0.0
+        self.front_layers: Dict[str, CellCaches] = {}  # prefilled front layers
+        self.front_gb = 0.0
 
-    def prefill(self, senders: Sequence[str], receivers: Sequence[str]) -> None:
-        """Fill the sender layers' and the receiver layers' caches with one pass per network and split (see the
+    def prefill(self, front_layers: Sequence[str], end_layers: Sequence[str]) -> None:
+        """Fill the front layers' and the end layers' caches with one pass per network and split (see the
         module docstring); a split whose layers do not fit the budget together is left to the per-layer path."""
         pair, job = self.pair, self.job
         if job.fold_bn:
             return
-        senders = [s for s in senders if s != INPUT_LAYER]
-        receivers = [r for r in receivers if r != INPUT_LAYER]
+        front_layers = [s for s in front_layers if s != INPUT_LAYER]
+        end_layers = [r for r in end_layers if r != INPUT_LAYER]
         splits = {"train": pair.plain_train(job), "val": pair.fixed_loader(job, "val", self.eval_batch),
                   "test": pair.fixed_loader(job, "test", self.eval_batch)}
-        front_logits: List[torch.Tensor] = []  # the sender's own test logits, from its test pass
-        train = self._one_pass(pair.front_model, senders, splits["train"], "sender") if senders else None
+        front_logits: List[torch.Tensor] = []  # the front network's own test logits, from its test pass
+        train = self._one_pass(pair.front_model, front_layers, splits["train"], "front") if front_layers else None
         if train:  # the other splits only where the training split's caches (which the matrix needs) fit
-            found = {split: (self._one_pass(pair.front_model, senders, loader, "sender",
+            found = {split: (self._one_pass(pair.front_model, front_layers, loader, "front",
                                             front_logits if split == "test" else None) if loader.num_samples else None)
                      for split, loader in splits.items() if split != "train"}
-            for s in senders:
-                self.senders[s] = CellCaches(train=train[s], **{split: caches[s] if caches else None
+            for s in front_layers:
+                self.front_layers[s] = CellCaches(train=train[s], **{split: caches[s] if caches else None
                                                                  for split, caches in found.items()})
-        if receivers:
-            targets = self._one_pass(pair.end_model, receivers, splits["train"], "receiver")
+        if end_layers:
+            targets = self._one_pass(pair.end_model, end_layers, splits["train"], "end")
             if targets:
                 end_logits: Optional[List[torch.Tensor]] = [] if front_logits else None  # then the whole test split
-                measured = _test_pass(pair.end_model, receivers, splits["test"], job.measure_samples, end_logits)
-                for r in receivers:
-                    self.receiver[r] = {"targets": targets[r], "measured": measured[r]}
-                    self.receiver_gb += _gib(measured[r])
+                measured = _test_pass(pair.end_model, end_layers, splits["test"], job.measure_samples, end_logits)
+                for r in end_layers:
+                    self.end[r] = {"targets": targets[r], "measured": measured[r]}
+                    self.end_gb += _gib(measured[r])
                 if end_logits:  # both networks' own test logits came with the passes: none of its own
                     pair.remember_test_logits(job, {"front": torch.cat(front_logits), "end": torch.cat(end_logits)})
 
@@ -82,7 +82,7 @@ class MatrixCaches:
         ``logits``: a list to extend with the network's own outputs of the same passes."""
         x, _ = next(iter(loader))
         sizes = [_gib(o[0]) * loader.num_samples for o in _outputs(model, layers, x[:1].to(self.pair.device))]
-        used = self.sender_gb if side == "sender" else self.receiver_gb
+        used = self.front_gb if side == "front" else self.end_gb
         if used + sum(sizes) > self.limit_gb:
             return None
         per_layer, labels = {name: [] for name in layers}, []
@@ -97,10 +97,10 @@ class MatrixCaches:
                     logits.append(last["output"].float().cpu())
         labels = torch.cat(labels)
         caches = {name: FrontCache.of(loader, self.pair.device, torch.cat(outs), labels) for name, outs in per_layer.items()}
-        if side == "sender":
-            self.sender_gb += sum(sizes)
+        if side == "front":
+            self.front_gb += sum(sizes)
         else:
-            self.receiver_gb += sum(sizes)
+            self.end_gb += sum(sizes)
         return caches
 
     def _cache(self, front, loader, used_gb: float) -> Optional[FrontCache]:
@@ -108,11 +108,11 @@ class MatrixCaches:
             return None
         return FrontCache(front, loader, self.pair.device, limit_gb=self.limit_gb)
 
-    def sender(self, layer: str) -> CellCaches:
-        """The sender layer's activations on the training, validation and test splits (the training one always:
+    def front(self, layer: str) -> CellCaches:
+        """The front layer's activations on the training, validation and test splits (the training one always:
         the matrix requires it, as ``--cache-front`` does)."""
-        if layer in self.senders:
-            return self.senders[layer]
+        if layer in self.front_layers:
+            return self.front_layers[layer]
         pair, job = self.pair, self.job
         front = FrontPart(pair.front_model, layer, job.fold_bn)
         train = FrontCache(front, pair.plain_train(job), pair.device, limit_gb=self.limit_gb)
@@ -123,20 +123,20 @@ class MatrixCaches:
         test = self._cache(front, pair.fixed_loader(job, "test", self.eval_batch), used)
         return CellCaches(train=train, val=val, test=test)
 
-    def cell(self, sender: CellCaches, receiver_layer: str) -> CellCaches:
-        """``sender``'s caches with the receiver layer's (made on first use, then kept)."""
-        if receiver_layer not in self.receiver:
-            self.receiver[receiver_layer] = self._receiver(receiver_layer)
-        return replace(sender, **self.receiver[receiver_layer])
+    def cell(self, front: CellCaches, end_layer: str) -> CellCaches:
+        """``front``'s caches with the end layer's (made on first use, then kept)."""
+        if end_layer not in self.end:
+            self.end[end_layer] = self._end(end_layer)
+        return replace(front, **self.end[end_layer])
 
-    def _receiver(self, layer: str) -> Dict[str, object]:
+    def _end(self, layer: str) -> Dict[str, object]:
         pair, job = self.pair, self.job
         end_front = FrontPart(pair.end_model, layer, job.fold_bn)
-        targets = self._cache(end_front, pair.plain_train(job), self.receiver_gb)
+        targets = self._cache(end_front, pair.plain_train(job), self.end_gb)
         if targets is not None:
-            self.receiver_gb += _gib(targets.front)
+            self.end_gb += _gib(targets.front)
         measured = measured_targets(end_front, pair.fixed_loader(job, "test", self.eval_batch), job.measure_samples)
-        self.receiver_gb += _gib(measured)
+        self.end_gb += _gib(measured)
         return {"targets": targets, "measured": measured}
 
 
@@ -169,18 +169,17 @@ def _test_pass(model, layers: Sequence[str], loader, measure_samples: int,
     as the single stitch computes them); with ``logits`` (a list to extend) the pass covers the whole split
     and collects the network's own outputs too, as :func:`~src.stitching.measure.network_logits` does."""
     per_layer: Dict[str, List[torch.Tensor]] = {name: [] for name in layers}
-    kept = 0
+    first = FirstSamples(measure_samples)
     recorder = capture(model, layers)
     with recorder, _network_output(model) as last:
         for x, _ in loader:
-            take = min(x.shape[0], measure_samples - kept)
-            if take <= 0 and logits is None:
+            if first.done and logits is None:
                 break
+            take = first.take(x.shape[0])
             outputs = layer_outputs(model, x, recorder, layers)
             if logits is not None:
                 logits.append(last["output"].float().cpu())
             if take > 0:
                 for name, out in zip(layers, outputs):
                     per_layer[name].append(out[:take].flatten(1).float().cpu())
-                kept += take
     return {name: torch.cat(outs) if outs else torch.empty(0) for name, outs in per_layer.items()}

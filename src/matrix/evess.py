@@ -1,12 +1,12 @@
-"""EV / ES / SV: how far a task-trained stitch's output is from what the receiver expects (Hernandez et al. 2022).
+"""EV / ES / SV: how far a task-trained stitch's output is from what the end expects (Hernandez et al. 2022).
 
 With ``stitch_matrix.py --objective both`` every cell trains two stitches from the same
 initialisation (the same job and seed): the *vanilla* stitch on the task loss (``cells/<s>--<r>.pkl``)
-and the *similarity* stitch on the MSE to the receiver's activation (``cells/<s>--<r>.mse.pkl``, the
+and the *similarity* stitch on the MSE to the end network's activation (``cells/<s>--<r>.mse.pkl``, the
 same result schema). On the test split (the first ``--max-samples`` images when given) they give,
 as mean squared errors over every element of every sample:
 
-- EV: expected representation (the receiver's own activation at the end layer) vs the vanilla stitch's output;
+- EV: expected representation (the end network's own activation at the end layer) vs the vanilla stitch's output;
 - ES: expected vs the similarity stitch's output;
 - SV: the similarity stitch's output vs the vanilla one's;
 - EL (beside them): expected vs the least-squares stitch ``ps_inv`` of the same cell, the exact minimiser
@@ -17,12 +17,12 @@ Raw MSE spans orders of magnitude across layers, so each is also divided by the 
 expected representation: the mean over its features (every channel x pixel) of the variance over
 test samples (population variance, ddof 0). ``EV_rel = 1`` is as far as always answering the
 per-feature mean. ``evess.csv`` has one row per cell; ``evess_summary.csv`` the min / mean / max /
-std of each column over all cells, the cells on the proportional diagonal (receiver depth = sender
+std of each column over all cells, the cells on the proportional diagonal (end depth = front
 depth: the same layer in a self-matrix, as the paper's Tables 1 and 2), the cells below it (the
-"triangle" off the diagonal: receiver earlier than sender) and above it, and the cells into the receiver's
-``input`` (image generation; placed by depth among the other receiver layers only, so a self-matrix with
+"triangle" off the diagonal: end earlier than front) and above it, and the cells into the end network's
+``input`` (image generation; placed by depth among the other end layers only, so a self-matrix with
 ``input`` keeps its same-layer diagonal). EV >> ES on the triangle
-cells means the vanilla stitch reaches its accuracy with something other than what the receiver
+cells means the vanilla stitch reaches its accuracy with something other than what the end
 computes there.
 """
 from dataclasses import replace
@@ -85,26 +85,26 @@ def measure_evess(frank, similarity_stitch, least_squares, loader, fronts=None) 
 
 
 def diagonal_position(i: int, j: int, n_senders: int, n_receivers: int) -> str:
-    """``diagonal`` / ``below diagonal`` / ``above diagonal`` of cell (sender i, receiver j) at proportional depth,
-    compared exactly in integers (receiver depth j/(R-1) against sender depth i/(S-1))."""
+    """``diagonal`` / ``below diagonal`` / ``above diagonal`` of cell (front i, end j) at proportional depth,
+    compared exactly in integers (end depth j/(R-1) against front depth i/(S-1))."""
     left, right = j * max(n_senders - 1, 0), i * max(n_receivers - 1, 0)
     return "diagonal" if left == right else ("below diagonal" if left < right else "above diagonal")
 
 
-def cell_position(sender: str, receiver: str, senders: List[str], receivers: List[str]) -> str:
+def cell_position(front: str, end: str, front_layers: List[str], end_layers: List[str]) -> str:
     """The group of a cell: ``input`` for a stitch into the input, else its place against the proportional
     diagonal of the matrix without the ``input`` column."""
-    if receiver == INPUT_LAYER:
+    if end == INPUT_LAYER:
         return INPUT_LAYER
-    layers = [r for r in receivers if r != INPUT_LAYER]
-    return diagonal_position(senders.index(sender), layers.index(receiver), len(senders), len(layers))
+    layers = [r for r in end_layers if r != INPUT_LAYER]
+    return diagonal_position(front_layers.index(front), layers.index(end), len(front_layers), len(layers))
 
 
 def evess_table(rows: List[Dict[str, Any]]) -> pd.DataFrame:
-    """One row per cell: sender and receiver layer, position, EV, ES, SV, their _rel forms, EV/ES, variance."""
+    """One row per cell: front and end layer, position, EV, ES, SV, their _rel forms, EV/ES, variance."""
     frame = pd.DataFrame(rows)
     frame["EV_over_ES"] = frame["EV"] / frame["ES"]
-    first = ["sender layer", "receiver layer", "position", *COLUMNS, *(f"{c}_rel" for c in COLUMNS), "EV_over_ES"]
+    first = ["front layer", "end layer", "position", *COLUMNS, *(f"{c}_rel" for c in COLUMNS), "EV_over_ES"]
     return frame[first + [c for c in frame.columns if c not in first]]
 
 
@@ -131,8 +131,8 @@ class SimilarityTwins:
     :mod:`src.stitching.run` (same seed, so the same initial stitch) on the same cached activations.
     """
 
-    def __init__(self, enabled: bool, senders: List[str], receivers: List[str]):
-        self.enabled, self.senders, self.receivers = enabled, list(senders), list(receivers)
+    def __init__(self, enabled: bool, front_layers: List[str], end_layers: List[str]):
+        self.enabled, self.front_layers, self.end_layers = enabled, list(front_layers), list(end_layers)
         self.results: Dict[Tuple[str, str], Dict[str, Any]] = {}
         self.rows: List[Dict[str, Any]] = []
 
@@ -170,19 +170,19 @@ class SimilarityTwins:
         """Count a cell's similarity stitch (run here, or read back from its pickle) in the tables."""
         s, r = cell.job.front_layer, cell.job.end_layer
         self.results[(s, r)] = result
-        position = cell_position(s, r, self.senders, self.receivers)
-        self.rows = [row for row in self.rows if (row["sender layer"], row["receiver layer"]) != (s, r)]
-        self.rows.append({"sender layer": s, "receiver layer": r, "position": position, **result["evess"]})
+        position = cell_position(s, r, self.front_layers, self.end_layers)
+        self.rows = [row for row in self.rows if (row["front layer"], row["end layer"]) != (s, r)]
+        self.rows.append({"front layer": s, "end layer": r, "position": position, **result["evess"]})
 
     def tables(self) -> Dict[str, Any]:
-        """``matrix_mse`` (the similarity stitches' test accuracy, senders x receivers), ``evess``, ``evess_summary``."""
+        """``matrix_mse`` (the similarity stitches' test accuracy, front_layers x end_layers), ``evess``, ``evess_summary``."""
         if not self.enabled:
             return {}
         acc = [[self.results[(s, r)]["model_results"]["trans"]["acc"] if (s, r) in self.results else np.nan
-                for r in self.receivers] for s in self.senders]
-        matrix = pd.DataFrame(acc, index=pd.Index(self.senders, name="sender layer"), columns=self.receivers)
-        order = {(s, r): i for i, (s, r) in enumerate((s, r) for s in self.senders for r in self.receivers)}
-        rows = sorted(self.rows, key=lambda row: order[(row["sender layer"], row["receiver layer"])])  # plan order,
+                for r in self.end_layers] for s in self.front_layers]
+        matrix = pd.DataFrame(acc, index=pd.Index(self.front_layers, name="front layer"), columns=self.end_layers)
+        order = {(s, r): i for i, (s, r) in enumerate((s, r) for s in self.front_layers for r in self.end_layers)}
+        rows = sorted(self.rows, key=lambda row: order[(row["front layer"], row["end layer"])])  # plan order,
         table = evess_table(rows)  # whichever process ran which cell
         return {"matrix_mse": matrix, "evess": table, "evess_summary": evess_summary(table)}
 

@@ -2,14 +2,14 @@
 
 A matrix is a list of cells, and a cell is a complete single-stitch job: a
 :class:`~src.stitching.job.StitchJob` with its layers set and ``cache_front`` on, and the path of its
-pickle (``<run>/cells/<sender_layer>--<receiver_layer>.pkl``; controls under
+pickle (``<run>/cells/<front_layer>--<end_layer>.pkl``; controls under
 ``<run>/controls/<variant>/``). :func:`plan_matrix` builds and checks them all before anything runs
 (:mod:`src.matrix.run` runs them, :mod:`src.matrix.summary` turns their results into tables).
 
-Variants: ``trained`` (sender into receiver) and, with ``controls``, ``random_sender`` (the
-sender's iteration-0 checkpoint ``0.pt`` when one lies beside it, else a freshly initialised network
+Variants: ``trained`` (front into end) and, with ``controls``, ``random_front`` (the
+front network's iteration-0 checkpoint ``0.pt`` when one lies beside it, else a freshly initialised network
 of the same architecture with a recorded seed, saved under ``<run>/controls/``) into the trained
-receiver, and the trained sender into ``random_receiver``.
+end, and the trained front into ``random_end``.
 """
 from dataclasses import dataclass, fields, field, replace
 from pathlib import Path
@@ -26,23 +26,22 @@ from src.models.describe import display_name
 from src.stitching.cut import INPUT_LAYER
 from src.stitching.job import StitchJob
 from src.stitching.run import Pair, build_cell, load_pair, run_dir
-from src.validation import check_batch_fits, check_stitch_job, check_writable_dir
+from src.validation import check_batch_fits, check_writable_dir
 from src.matrix.runinfo import MATRIX_FIELDS
 from src.stitching.images import check_input_stitch
-from src.stitching.objectives import check_objective
 
 BLOCKS = "blocks"
-VARIANTS = ("trained", "random_sender", "random_receiver")
+VARIANTS = ("trained", "random_front", "random_end")
 
 
 @dataclass
 class MatrixJob:
-    """What ``stitch_matrix.py`` parses: the stitch options (``job``: front_model = sender, end_model =
-    receiver; its layers are set per cell) and the layer patterns of each side."""
+    """What ``stitch_matrix.py`` parses: the stitch options (``job``: front_model = front, end_model =
+    end; its layers are set per cell) and the layer patterns of each side."""
 
     job: StitchJob
-    sender_layers: Sequence[str]
-    receiver_layers: Sequence[str]
+    front_layers: Sequence[str]
+    end_layers: Sequence[str]
     controls: bool = False
     depth_axes: bool = False
     control_seed: int = 0
@@ -62,14 +61,14 @@ class Cell:
 @dataclass
 class Plan:
     run_folder: Path
-    senders: List[str]
-    receivers: List[str]
-    checkpoints: Dict[str, Tuple[str, str]]  # variant -> (sender checkpoint, receiver checkpoint)
-    controls: Dict[str, Dict[str, Any]]  # random_sender / random_receiver -> where the random network comes from
+    front_layers: List[str]
+    end_layers: List[str]
+    checkpoints: Dict[str, Tuple[str, str]]  # variant -> (front checkpoint, end checkpoint)
+    controls: Dict[str, Dict[str, Any]]  # random_front / random_end -> where the random network comes from
     cells: List[Cell]
     base: StitchJob
     labels: Tuple[List[str], List[str]] = field(default_factory=lambda: ([], []))
-    names: Tuple[str, str] = ("sender", "receiver")  # e.g. 'Tiny10 in0-gn0-8580'
+    names: Tuple[str, str] = ("front", "end")  # e.g. 'Tiny10 in0-gn0-8580'
 
 
 def table_name(table: str, variant: str) -> str:
@@ -77,9 +76,9 @@ def table_name(table: str, variant: str) -> str:
     return table if variant == "trained" else f"{table}_control_{variant}"
 
 
-def cell_path(run_folder: Path, variant: str, sender_layer: str, receiver_layer: str) -> Path:
+def cell_path(run_folder: Path, variant: str, front_layer: str, end_layer: str) -> Path:
     folder = run_folder / "cells" if variant == "trained" else run_folder / "controls" / variant
-    return folder / f"{sender_layer}--{receiver_layer}.pkl"
+    return folder / f"{front_layer}--{end_layer}.pkl"
 
 
 def select_matrix_layers(model: torch.nn.Module, patterns: Sequence[str], example: torch.Tensor) -> List[str]:
@@ -87,7 +86,7 @@ def select_matrix_layers(model: torch.nn.Module, patterns: Sequence[str], exampl
     patterns = [p for p in patterns]
     if not patterns:
         raise UserError("no layer pattern given; name layers, globs, re:REGEX or 'blocks'")
-    if INPUT_LAYER in patterns:  # the network input (a receiver only): first, at depth 0
+    if INPUT_LAYER in patterns:  # the network input (an end only): first, at depth 0
         rest = [p for p in patterns if p != INPUT_LAYER]
         return [INPUT_LAYER] + (select_matrix_layers(model, rest, example) if rest else [])
     if BLOCKS in patterns:
@@ -98,11 +97,11 @@ def select_matrix_layers(model: torch.nn.Module, patterns: Sequence[str], exampl
 
 
 def check_compatible(pair: Pair) -> None:
-    """Sender and receiver must read the same inputs and predict the same classes."""
+    """Front and end must read the same inputs and predict the same classes."""
     front, end = pair.front_meta, pair.end_meta
     for key, what in (("n_classes", "class counts"), ("input_size", "input sizes"), ("n_channels", "input channels")):
         if front.get(key) is not None and end.get(key) is not None and list(np.atleast_1d(front[key])) != list(np.atleast_1d(end[key])):
-            raise UserError(f"the sender and receiver have different {what} ({front[key]} vs {end[key]}); "
+            raise UserError(f"the front and end have different {what} ({front[key]} vs {end[key]}); "
                             f"stitch networks trained on the same task")
 
 
@@ -129,8 +128,7 @@ def random_checkpoint(checkpoint: str, role: str, run_folder: Path, seed: int) -
 def plan_matrix(mjob: MatrixJob, config=None) -> Tuple[Plan, Pair]:
     """Every cell of the matrix, checked before anything is written or trained: options, layers, shapes."""
     base = mjob.job
-    check_stitch_job(base)
-    check_objective(base.objective, matrix=True)
+    base.check(matrix=True)
     config = config or get_config()
     run_folder = run_dir(base, config)
     if joins_run(mjob) and base.overwrite:
@@ -140,31 +138,31 @@ def plan_matrix(mjob: MatrixJob, config=None) -> Tuple[Plan, Pair]:
     check_writable_dir(run_folder)
     pair = load_pair(base, config)
     check_compatible(pair)
-    check_input_stitch(pair.dataset, mjob.sender_layers, mjob.receiver_layers)
+    check_input_stitch(pair.dataset, mjob.front_layers, mjob.end_layers)
     example = torch.zeros(2, *pair.input_shape, device=pair.device)
-    senders = select_matrix_layers(pair.front_model, mjob.sender_layers, example)
-    receivers = select_matrix_layers(pair.end_model, mjob.receiver_layers, example)
+    front_layers = select_matrix_layers(pair.front_model, mjob.front_layers, example)
+    end_layers = select_matrix_layers(pair.end_model, mjob.end_layers, example)
     base = replace(base, dataset=pair.dataset, run_name=run_folder.name, cache_front=True, no_augment=True)
     check_batch_fits(base.batch_size, pair.plain_train(base).num_samples)
-    for s in senders:  # the stitch of every cell must exist (shapes, init, mask) before anything runs
-        for r in receivers:
+    for s in front_layers:  # the stitch of every cell must exist (shapes, init, mask) before anything runs
+        for r in end_layers:
             build_cell(pair, replace(base, front_layer=s, end_layer=r))
     checkpoints = {"trained": (base.front_model, base.end_model)}
     controls: Dict[str, Dict[str, Any]] = {}
     if mjob.controls:
-        controls["random_sender"] = random_checkpoint(base.front_model, "sender", run_folder, mjob.control_seed)
-        controls["random_receiver"] = random_checkpoint(base.end_model, "receiver", run_folder, mjob.control_seed + 1)
-        checkpoints["random_sender"] = (controls["random_sender"]["checkpoint"], base.end_model)
-        checkpoints["random_receiver"] = (base.front_model, controls["random_receiver"]["checkpoint"])
+        controls["random_front"] = random_checkpoint(base.front_model, "front", run_folder, mjob.control_seed)
+        controls["random_end"] = random_checkpoint(base.end_model, "end", run_folder, mjob.control_seed + 1)
+        checkpoints["random_front"] = (controls["random_front"]["checkpoint"], base.end_model)
+        checkpoints["random_end"] = (base.front_model, controls["random_end"]["checkpoint"])
     objective = "task" if base.objective == "both" else base.objective  # both: the mse twins run beside (evess)
     cells = [Cell(variant, replace(base, front_model=checkpoints[variant][0], end_model=checkpoints[variant][1],
                                    front_layer=s, end_layer=r, objective=objective), cell_path(run_folder, variant, s, r))
-             for variant in checkpoints for s in senders for r in receivers]
+             for variant in checkpoints for s in front_layers for r in end_layers]
     # With the blocks preset a layer's label starts with its number: the blocks before it (Hernandez et al.).
     labels = tuple([f"{i} {name}" if BLOCKS in patterns else name for i, name in enumerate(names)]
-                   for names, patterns in ((senders, mjob.sender_layers), (receivers, mjob.receiver_layers)))
+                   for names, patterns in ((front_layers, mjob.front_layers), (end_layers, mjob.end_layers)))
     names = (display_name(pair.front_meta, base.front_model), display_name(pair.end_meta, base.end_model))
-    return Plan(run_folder, senders, receivers, checkpoints, controls, cells, base, labels, names), pair
+    return Plan(run_folder, front_layers, end_layers, checkpoints, controls, cells, base, labels, names), pair
 
 
 @dataclass
@@ -181,7 +179,7 @@ def matrix_job_from_info(info: Dict[str, Any], folder: Path):
     """The :class:`MatrixJob` that wrote ``folder`` (for ``--collect``)."""
     p = info["parameters"]
     names = {f.name for f in fields(StitchJob)}
-    job = StitchJob(front_model=p["sender"], end_model=p["receiver"], front_layer="", end_layer="",
+    job = StitchJob(front_model=p["front"], end_model=p["end"],
                     out_dir=str(Path(folder).resolve().parent), run_name=Path(folder).resolve().name,
                     **{k: v for k, v in p["job"].items() if k in names})
     return MatrixJob(job=job, resume=True, **{name: p[name] for name in MATRIX_FIELDS})

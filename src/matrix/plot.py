@@ -1,4 +1,4 @@
-"""``matrix.png``: the stitch matrices beside the CKA matrix, sender layers as rows, the proportional diagonal drawn.
+"""``matrix.png``: the stitch matrices beside the CKA matrix, front layers as rows, the proportional diagonal drawn.
 
 By layer index every cell has the same size and the diagonal joins the corner cells' centres; with
 ``depth_axes`` cells sit at proportional depth (i/(I-1), j/(J-1)) on [0, 1] axes, so matrices of
@@ -23,11 +23,11 @@ def _edges(depths: np.ndarray) -> np.ndarray:
 
 def draw_matrix(ax, frame: pd.DataFrame, title: str, depth_axes: bool = False, vmin: Optional[float] = 0.0,
                 vmax: Optional[float] = 1.0, colorbar_label: str = "", labels: Optional[Tuple[Sequence[str], Sequence[str]]] = None):
-    """One heatmap of ``frame`` (rows: sender layers, bottom to top) with the proportional diagonal."""
+    """One heatmap of ``frame`` (rows: front layers, bottom to top) with the proportional diagonal."""
     rows, cols = labels or (list(frame.index), list(frame.columns))
     values = frame.to_numpy(dtype=float)
     if not depth_axes:
-        draw_heatmap(ax, values, rows, cols, title=title, xlabel="receiver layer", ylabel="sender layer",
+        draw_heatmap(ax, values, rows, cols, title=title, xlabel="end layer", ylabel="front layer",
                      colorbar_label=colorbar_label, vmin=vmin, vmax=vmax, cmap="viridis")
         ax.plot([0, len(cols) - 1], [0, len(rows) - 1], color="white", linestyle="--", linewidth=1)
         return
@@ -36,8 +36,8 @@ def draw_matrix(ax, frame: pd.DataFrame, title: str, depth_axes: bool = False, v
     ax.plot([0, 1], [0, 1], color="white", linestyle="--", linewidth=1)
     ax.set_xticks(xs, cols, rotation=90, fontsize=7)
     ax.set_yticks(ys, rows, fontsize=7)
-    ax.set_xlabel("receiver layer (proportional depth)")
-    ax.set_ylabel("sender layer (proportional depth)")
+    ax.set_xlabel("end layer (proportional depth)")
+    ax.set_ylabel("front layer (proportional depth)")
     ax.set_title(title, fontsize=10)
     bar = ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     if colorbar_label:

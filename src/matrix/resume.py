@@ -2,7 +2,7 @@
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from src.provenance import jsonable
+from src.stitching.job import result_params
 from src.stitching.results import load_result
 from src.matrix.runinfo import LOCAL_FIELDS
 
@@ -10,11 +10,7 @@ from src.matrix.runinfo import LOCAL_FIELDS
 def cell_difference(result: Dict[str, Any], job, digests: Optional[Dict[str, str]]) -> Optional[str]:
     """The name of the first parameter in which a cell's stored result differs from ``job`` (None: none)."""
     params = result.get("params", {})
-    expected = {k: v for k, v in jsonable(vars(job)).items() if k not in LOCAL_FIELDS or k.endswith("_layer")}
-    expected["front_model_path"] = str(Path(job.front_model).resolve())
-    expected["end_model_path"] = str(Path(job.end_model).resolve())
-    for role, digest in (digests or {}).items():
-        expected[f"{role}_model_sha256"] = digest
+    expected = {k: v for k, v in result_params(job, digests).items() if k not in LOCAL_FIELDS or k.endswith("_layer")}
     for key, value in expected.items():
         if params.get(key) != value:
             return key

@@ -1,9 +1,9 @@
 """Running a stitch matrix's cells (``stitch_matrix.py``), on one process, across torchrun ranks or as job-array shards.
 
 :func:`run_matrix` runs the planned cells with the steps of :mod:`src.stitching.run`: the networks are
-loaded once per variant and each sender layer's activations on the unaugmented training split are
+loaded once per variant and each front layer's activations on the unaugmented training split are
 computed once (:class:`~src.stitching.batches.FrontCache`) and reused for the least-squares statistics
-and the training of every receiver layer; the other passes that depend on one layer only are cached per
+and the training of every end layer; the other passes that depend on one layer only are cached per
 layer too (:mod:`src.matrix.caches`), so a cell is exactly what ``stitch_nets.py --cache-front``
 computes for that pair (same schema, same numbers with the same seed). Finished cells are kept
 (:mod:`src.matrix.resume`), each cell is claimed before it runs, and ``--collect`` assembles the
@@ -41,7 +41,7 @@ SWEEP_TIMEOUT = timedelta(days=7)
 
 
 def _write_random_networks(plan: Plan, pair: Pair) -> None:
-    for variant, meta in (("random_sender", pair.front_meta), ("random_receiver", pair.end_meta)):
+    for variant, meta in (("random_front", pair.front_meta), ("random_end", pair.end_meta)):
         control = plan.controls.get(variant)
         if control is None or control["seed"] is None:
             continue
@@ -106,7 +106,7 @@ def _prepare_folder(mjob: MatrixJob, plan: Plan, pair: Pair, argv) -> None:
         if plan.base.overwrite and folder.exists():
             _clear_previous(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    publish_or_check(folder, run_parameters(mjob, plan.base, pair.digests or {}, plan.senders, plan.receivers), argv)
+    publish_or_check(folder, run_parameters(mjob, plan.base, pair.digests or {}, plan.front_layers, plan.end_layers), argv)
     _write_random_networks(plan, pair)
 
 
@@ -114,18 +114,18 @@ def _load_pairs(plan: Plan, trained_pair: Pair) -> Dict[str, Pair]:
     pairs = {"trained": trained_pair}
     for variant in plan.checkpoints:
         if variant not in pairs:
-            sender, receiver = plan.checkpoints[variant]
-            pairs[variant] = load_pair(replace(plan.base, front_model=sender, end_model=receiver))
+            front, end = plan.checkpoints[variant]
+            pairs[variant] = load_pair(replace(plan.base, front_model=front, end_model=end))
     return pairs
 
 
 def run_cells(plan: Plan, pairs: Dict[str, Pair], cells: Sequence[Cell], argv=None, progress: Optional[bool] = None,
               label: str = "") -> Done:
-    """Run ``cells`` (in plan order): each sender layer's cache once, then its receiver layers; skips finished cells
+    """Run ``cells`` (in plan order): each front layer's cache once, then its end layers; skips finished cells
     and cells another process has claimed. Each cell is seeded by its own job (:func:`build_cell`), never by what ran before."""
     folder = plan.run_folder
     done = Done({v: {} for v in plan.checkpoints}, {v: {} for v in plan.checkpoints}, {v: {} for v in plan.checkpoints},
-                SimilarityTwins(plan.base.objective == "both", plan.senders, plan.receivers))
+                SimilarityTwins(plan.base.objective == "both", plan.front_layers, plan.end_layers))
     bar = tqdm(total=len(cells), desc=f"{label}stitch matrix", unit="cell", disable=None if progress is None else not progress)
     groups: Dict[Tuple[str, str], List[Cell]] = {}
     for cell in cells:
@@ -144,7 +144,7 @@ def run_cells(plan: Plan, pairs: Dict[str, Pair], cells: Sequence[Cell], argv=No
         bar.update(len(group) - len(todo))
         if len(todo) < len(group):
             tqdm.write(f"{label}{variant:15s} {s}: {len(group) - len(todo)} finished cell(s) kept")
-        sender = None
+        front = None
         for cell in todo:
             claim = try_claim(cell.path)
             if claim is None:  # another process is running this cell
@@ -157,14 +157,14 @@ def run_cells(plan: Plan, pairs: Dict[str, Pair], cells: Sequence[Cell], argv=No
                     continue
                 remove_leftovers(cell.path)
                 remove_leftovers(mse_cell_path(cell.path))
-                if sender is None:
+                if front is None:
                     started = time.perf_counter()
-                    sender = caches[variant].sender(s)
+                    front = caches[variant].front(s)
                     done.cache_seconds[variant][s] = time.perf_counter() - started
                 r = cell.job.end_layer
                 started = time.perf_counter()
-                timing = {"cache_seconds": done.cache_seconds[variant][s], "cache_shared_by_cells": len(plan.receivers)}
-                shared = caches[variant].cell(sender, r)
+                timing = {"cache_seconds": done.cache_seconds[variant][s], "cache_shared_by_cells": len(plan.end_layers)}
+                shared = caches[variant].cell(front, r)
                 frank = build_cell(pair, cell.job)
                 result = run_stitch(pair, cell.job, folder, argv, cache=shared.train, frank=frank, timing=timing,
                                     shared=shared)
@@ -177,7 +177,7 @@ def run_cells(plan: Plan, pairs: Dict[str, Pair], cells: Sequence[Cell], argv=No
             mse = f", mse stitch {twin['model_results']['trans']['acc']:.4f}" if twin is not None else ""
             tqdm.write(f"{label}{variant:15s} {s} -> {r}: stitched acc {acc['trans']['acc']:.4f}, least squares "
                        f"{acc['ps_inv']['acc']:.4f}{mse} ({done.seconds[variant][(s, r)]:.1f} s)")
-        del sender
+        del front
     bar.close()
     return done
 
@@ -195,7 +195,7 @@ def collect_matrix(run_folder, argv=None) -> Tuple[Path, Dict[str, Any]]:
     mjob = matrix_job_from_info(read_run_info(folder), folder)
     plan, trained_pair = plan_matrix(mjob)
     with claim_output(plan.run_folder):
-        check_same_run(plan.run_folder, run_parameters(mjob, plan.base, trained_pair.digests or {}, plan.senders,
-                                                       plan.receivers))
+        check_same_run(plan.run_folder, run_parameters(mjob, plan.base, trained_pair.digests or {}, plan.front_layers,
+                                                       plan.end_layers))
         summary = summarise(mjob, plan, _load_pairs(plan, trained_pair), None, argv)
         return write_outputs(plan, summary, mjob.depth_axes), summary

@@ -20,7 +20,11 @@ VERSION = 1
 #: StitchJob fields that say where or how a process runs, not what it computes (never compared).
 LOCAL_FIELDS = ("device", "overwrite", "out_dir", "run_name", "front_model", "end_model", "front_layer", "end_layer",
                 "download")
-MATRIX_FIELDS = ("sender_layers", "receiver_layers", "controls", "control_seed", "depth_axes")
+MATRIX_FIELDS = ("front_layers", "end_layers", "controls", "control_seed", "depth_axes")
+#: What a run.json written before the matrix named its networks front / end called them (sender / receiver).
+OLD_NAMES = {"sender": "front", "receiver": "end", "sender_sha256": "front_sha256", "receiver_sha256": "end_sha256",
+             "sender_layers": "front_layers", "receiver_layers": "end_layers",
+             "sender_layer_names": "front_layer_names", "receiver_layer_names": "end_layer_names"}
 
 
 def publish_once(path: Path, write: Callable[[Path], Any]) -> bool:
@@ -44,13 +48,13 @@ def publish_once(path: Path, write: Callable[[Path], Any]) -> bool:
         tmp.unlink(missing_ok=True)
 
 
-def run_parameters(mjob, base, digests: Dict[str, str], senders, receivers) -> Dict[str, Any]:
+def run_parameters(mjob, base, digests: Dict[str, str], front_layers, end_layers) -> Dict[str, Any]:
     """What a run computes: the stitch options, the two checkpoints (absolute path and SHA-256) and the layers."""
     job = {k: v for k, v in jsonable(vars(base)).items() if k not in LOCAL_FIELDS}
-    return {"sender": str(Path(base.front_model).resolve()), "receiver": str(Path(base.end_model).resolve()),
-            "sender_sha256": digests.get("front"), "receiver_sha256": digests.get("end"),
+    return {"front": str(Path(base.front_model).resolve()), "end": str(Path(base.end_model).resolve()),
+            "front_sha256": digests.get("front"), "end_sha256": digests.get("end"),
             **{name: jsonable(getattr(mjob, name)) for name in MATRIX_FIELDS},
-            "sender_layer_names": list(senders), "receiver_layer_names": list(receivers), "job": job}
+            "front_layer_names": list(front_layers), "end_layer_names": list(end_layers), "job": job}
 
 
 def _write_json(content: Dict[str, Any]) -> Callable[[Path], Any]:
@@ -65,8 +69,14 @@ def read_run_info(folder: Path) -> Dict[str, Any]:
                         f"runs); pass the folder a stitch_matrix.py run wrote")
     try:
         info = json.loads(path.read_text())
-        if info.get("format") != FORMAT:
-            raise ValueError(f"format {info.get('format')!r}")
+        if not isinstance(info, dict) or info.get("format") != FORMAT:
+            raise ValueError(f"format {info.get('format') if isinstance(info, dict) else None!r}")
+        if not isinstance(info.get("parameters"), dict) or not isinstance(info["parameters"].get("job"), dict):
+            raise ValueError("it holds no run parameters")
+        info["parameters"] = {OLD_NAMES.get(k, k): v for k, v in info["parameters"].items()}
+        missing = [k for k in ("front", "end", *MATRIX_FIELDS) if k not in info["parameters"]]
+        if missing:
+            raise ValueError(f"its parameters lack {', '.join(missing)}")
         return info
     except (ValueError, OSError) as err:
         raise UserError(f"{path} is not a readable run description ({err}); remove the run folder and start again") from err

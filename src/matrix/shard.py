@@ -1,8 +1,8 @@
 """Deterministic slices of a matrix's cells: ``--shard K/N`` (job arrays) and one slice per torchrun rank.
 
-The cells are in plan order (variant, then sender layer, then receiver layer), and a slice is a
-contiguous run of them of near-equal length. So the cells of one sender layer stay together: a slice
-builds each sender layer's activation cache once, and at most ``N - 1`` sender layers are split between
+The cells are in plan order (variant, then front layer, then end layer), and a slice is a
+contiguous run of them of near-equal length. So the cells of one front layer stay together: a slice
+builds each front layer's activation cache once, and at most ``N - 1`` front layers are split between
 two neighbouring slices (each then builds that cache once too). The slices depend only on the plan, never
 on what ran before, so every process computes the same partition.
 """

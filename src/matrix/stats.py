@@ -1,11 +1,11 @@
-"""Numbers read off a stitch matrix (rows: sender layers, columns: receiver layers).
+"""Numbers read off a stitch matrix (rows: front layers, columns: end layers).
 
 Layers are placed at proportional depth: the i-th of I selected layers (counting from 0) at
 ``i / (I - 1)`` (0 for the first, 1 for the last; with the ``blocks`` preset, i is the number of
 blocks before the layer and I - 1 the number of blocks). The *proportional diagonal* joins
-(0, 0) and (1, 1). The triangle of Hernandez et al. (2022): a sender layer stitches well into every
-receiver layer at or before its own depth, so the cells on or below the diagonal (receiver depth
-<= sender depth) have a higher mean accuracy than the cells above it.
+(0, 0) and (1, 1). The triangle of Hernandez et al. (2022): a front layer stitches well into every
+end layer at or before its own depth, so the cells on or below the diagonal (end depth
+<= front depth) have a higher mean accuracy than the cells above it.
 """
 from typing import Dict
 
@@ -19,7 +19,7 @@ def proportional_depths(n: int) -> np.ndarray:
 
 
 def on_or_below_diagonal(n_senders: int, n_receivers: int) -> np.ndarray:
-    """Boolean (senders x receivers): receiver depth <= sender depth, compared exactly in integers."""
+    """Boolean (front_layers x end_layers): end depth <= front depth, compared exactly in integers."""
     i = np.arange(n_senders)[:, None] * max(n_receivers - 1, 0)
     j = np.arange(n_receivers)[None, :] * max(n_senders - 1, 0)
     return j <= i

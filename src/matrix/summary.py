@@ -9,7 +9,7 @@ import pandas as pd
 
 from src.errors import UserError
 from src.provenance import jsonable, provenance
-from src.results_io import write_csv, write_pickle
+from src.results_io import read_pickle, write_csv, write_pickle
 from src.similarity import layer_similarity
 from src.stitching.cut import INPUT_LAYER
 from src.stitching.job import StitchJob
@@ -23,27 +23,28 @@ from src.matrix.resume import finished_result
 from src.matrix.stats import proportional_depths, spearman, triangle_statistic
 
 FORMAT = "drfrank-stitch-matrix"
-VERSION = 1
+#: 2: the networks are named front / end throughout (version 1 said sender / receiver; :func:`load_matrix` reads both).
+VERSION = 2
 #: Files of a run folder that a matrix run writes (replaced as a whole with --overwrite).
 TABLES = ("matrix", "relative", "ps_inv", "cka")
 
 
-def cka_matrix_of(pair: Pair, job: StitchJob, senders: List[str], receivers: List[str]) -> Tuple[pd.DataFrame, int]:
-    """Linear CKA (biased HSIC, all samples) of every sender layer with every receiver layer on the first
+def cka_matrix_of(pair: Pair, job: StitchJob, front_layers: List[str], end_layers: List[str]) -> Tuple[pd.DataFrame, int]:
+    """Linear CKA (biased HSIC, all samples) of every front layer with every end layer on the first
     ``measure_samples`` test images: the ``cka`` value of each cell's pickle, for all pairs in one pass."""
-    layers = [r for r in receivers if r != INPUT_LAYER]  # 'input' is no module: no CKA column (NaN)
+    layers = [r for r in end_layers if r != INPUT_LAYER]  # 'input' is no module: no CKA column (NaN)
     if not layers:
-        return _frame({}, senders, receivers), 0
+        return _frame({}, front_layers, end_layers), 0
     loader = pair.loader(job, "test", 250)
-    sim = layer_similarity(pair.front_model, pair.end_model, loader, layers1=senders, layers2=layers, measure="cka",
+    sim = layer_similarity(pair.front_model, pair.end_model, loader, layers1=front_layers, layers2=layers, measure="cka",
                            max_samples=job.measure_samples)
-    frame = sim.to_frame().loc[senders, layers].reindex(columns=list(receivers))
-    return frame.rename_axis("sender layer"), int(sim.n_samples)
+    frame = sim.to_frame().loc[front_layers, layers].reindex(columns=list(end_layers))
+    return frame.rename_axis("front layer"), int(sim.n_samples)
 
 
-def _frame(values: Dict[Tuple[str, str], float], senders, receivers) -> pd.DataFrame:
-    data = [[values.get((s, r), np.nan) for r in receivers] for s in senders]
-    return pd.DataFrame(data, index=pd.Index(senders, name="sender layer"), columns=list(receivers))
+def _frame(values: Dict[Tuple[str, str], float], front_layers, end_layers) -> pd.DataFrame:
+    data = [[values.get((s, r), np.nan) for r in end_layers] for s in front_layers]
+    return pd.DataFrame(data, index=pd.Index(front_layers, name="front layer"), columns=list(end_layers))
 
 
 def _cell_seconds(result: Dict[str, Any]) -> float:
@@ -57,7 +58,7 @@ def summarise(mjob: MatrixJob, plan: Plan, pairs: Dict[str, Pair], done: Optiona
 
     A cell that is not finished (missing, incomplete or computed with other parameters) is a one-line
     UserError listing them: run their shards again or resume."""
-    done = done or Done({}, {}, {}, SimilarityTwins(plan.base.objective == "both", plan.senders, plan.receivers))
+    done = done or Done({}, {}, {}, SimilarityTwins(plan.base.objective == "both", plan.front_layers, plan.end_layers))
     twins = done.twins
     results: Dict[str, Dict] = {v: {} for v in plan.checkpoints}
     seconds: Dict[str, Dict] = {v: {} for v in plan.checkpoints}
@@ -82,7 +83,7 @@ def summarise(mjob: MatrixJob, plan: Plan, pairs: Dict[str, Pair], done: Optiona
         raise UserError(f"{len(missing)} of {len(plan.cells)} cells of {plan.run_folder} are not finished ({shown}); "
                         f"run their shards again or rerun with --resume (finished cells are kept)")
     started = time.perf_counter()
-    cka = {v: cka_matrix_of(pairs[v], plan.base, plan.senders, plan.receivers) for v in plan.checkpoints}
+    cka = {v: cka_matrix_of(pairs[v], plan.base, plan.front_layers, plan.end_layers) for v in plan.checkpoints}
     cka_samples = cka["trained"][1]
     cka = {v: frame for v, (frame, _) in cka.items()}
     cka_seconds = time.perf_counter() - started
@@ -91,11 +92,11 @@ def summarise(mjob: MatrixJob, plan: Plan, pairs: Dict[str, Pair], done: Optiona
     if "matrix_mse" in extra:
         summary["tables"]["matrix_mse"] = summary["matrix_mse"] = extra.pop("matrix_mse")
     summary.update(extra)
-    if INPUT_LAYER in plan.receivers:
+    if INPUT_LAYER in plan.end_layers:
         summary["images"] = {s: {"task" if plan.base.objective == "both" else plan.base.objective:
                                  results["trained"][(s, INPUT_LAYER)]["images"],
                                  **({"mse": twins.results[(s, INPUT_LAYER)]["images"]} if twins.enabled else {})}
-                             for s in plan.senders}
+                             for s in plan.front_layers}
     trained_pair = pairs["trained"]
     summary["cka_samples"] = cka_samples
     summary["train_samples"] = trained_pair.plain_train(plan.base).num_samples
@@ -105,7 +106,7 @@ def summarise(mjob: MatrixJob, plan: Plan, pairs: Dict[str, Pair], done: Optiona
 
 
 def _assemble(mjob, plan: Plan, results, cka, seconds, cache_seconds, cka_seconds, argv) -> Dict[str, Any]:
-    S, R = plan.senders, plan.receivers
+    S, R = plan.front_layers, plan.end_layers
     tables: Dict[str, pd.DataFrame] = {}
     spearmans, triangles, end_acc = {}, {}, {}
     for variant, cells in results.items():
@@ -123,13 +124,13 @@ def _assemble(mjob, plan: Plan, results, cka, seconds, cache_seconds, cka_second
     return {
         "format": FORMAT, "version": VERSION,
         "params": dict(jsonable(vars(base)), front_layer=None, end_layer=None,
-                       sender_patterns=list(mjob.sender_layers), receiver_patterns=list(mjob.receiver_layers),
+                       front_patterns=list(mjob.front_layers), end_patterns=list(mjob.end_layers),
                        controls=mjob.controls, depth_axes=mjob.depth_axes, control_seed=mjob.control_seed,
                        run_folder=str(plan.run_folder)),
-        "models": {"sender": plan.names[0], "receiver": plan.names[1]},
-        "sender_layers": S, "receiver_layers": R,
-        "sender_depth": proportional_depths(len(S)).tolist(), "receiver_depth": proportional_depths(len(R)).tolist(),
-        "labels": {"senders": plan.labels[0], "receivers": plan.labels[1]},
+        "models": {"front": plan.names[0], "end": plan.names[1]},
+        "front_layers": S, "end_layers": R,
+        "front_depth": proportional_depths(len(S)).tolist(), "end_depth": proportional_depths(len(R)).tolist(),
+        "labels": {"front": plan.labels[0], "end": plan.labels[1]},
         "tables": tables, **{name: tables[name] for name in TABLES},
         "end_acc": end_acc, "spearman": spearmans, "triangle": triangles,
         "controls": plan.controls, "checkpoints": {v: list(c) for v, c in plan.checkpoints.items()},
@@ -142,8 +143,8 @@ def _assemble(mjob, plan: Plan, results, cka, seconds, cache_seconds, cka_second
 
 
 def _triangle(frame: pd.DataFrame) -> Dict[str, float]:
-    """The triangle statistic over the receiver layers proper: a stitch into the ``input`` generates an image, it
-    is not a receiver depth (as in the EV / ES / SV groups, :func:`src.matrix.evess.cell_position`)."""
+    """The triangle statistic over the end layers proper: a stitch into the ``input`` generates an image, it
+    is not an end depth (as in the EV / ES / SV groups, :func:`src.matrix.evess.cell_position`)."""
     return triangle_statistic(frame.drop(columns=[INPUT_LAYER], errors="ignore").to_numpy())
 
 
@@ -187,3 +188,33 @@ def print_summary(summary: Dict[str, Any]) -> None:
     cells = pd.concat([frame.stack() for frame in timing["cell_seconds"].values()])
     print(f"wall time: {len(cells)} cells, {cells.mean():.1f} s per cell (min {cells.min():.1f}, max {cells.max():.1f}), "
           f"CKA {timing['cka_seconds']:.1f} s, total {timing['total_seconds']:.1f} s")
+
+
+
+def _new_name(text: Any) -> Any:
+    if not isinstance(text, str):
+        return text
+    for old, new in (("senders", "front"), ("receivers", "end"), ("sender", "front"), ("receiver", "end")):
+        text = text.replace(old, new)
+    return text
+
+
+def _renamed(value: Any) -> Any:
+    """A version-1 matrix summary's keys, index and column names in today's words (sender -> front, receiver -> end)."""
+    if isinstance(value, dict):
+        return {_new_name(k): _renamed(v) for k, v in value.items()}
+    if isinstance(value, pd.DataFrame):
+        return value.rename_axis(index=_new_name(value.index.name)).rename(columns=_new_name)
+    return value
+
+
+def load_matrix(path) -> Dict[str, Any]:
+    """A ``matrix.pkl`` (the summary :func:`summarise` builds), read with the safe loader; files written before the
+    networks were named front / end (version 1) come back with today's names (their provenance as it was)."""
+    summary = read_pickle(path)
+    if not isinstance(summary, dict) or summary.get("format") != FORMAT:
+        raise UserError(f"{path} is not a stitch_matrix.py matrix.pkl; pass the matrix.pkl of a run folder")
+    if summary.get("version", 1) < 2:
+        summary = {_new_name(k): (v if k == "provenance" else _renamed(v)) for k, v in summary.items()}
+        summary["version"] = VERSION
+    return summary

@@ -11,27 +11,27 @@ The weight ``W`` is a (out_features x in_features) matrix, either a full paramet
 An optional 0/1 ``mask`` of W's shape multiplies it elementwise (masked entries stay zero and get no gradient).
 """
 import math
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import nn
 
 from src.errors import UserError
-from src.stitching.kinds import KINDS, make_kind
-
-MODES = tuple(KINDS)  # the kind names, recorded as result['stitch']['mode']
+from src.stitching.kinds import StitchKind, make_kind
 
 
 class AffineStitch(nn.Module):
-    """``y = W x + b`` laid out by the stitch's kind (``mode``: a name of :data:`src.stitching.kinds.KINDS`)."""
+    """``y = W x + b`` laid out by the stitch's ``kind``: a :class:`~src.stitching.kinds.StitchKind` for the two
+    shapes, or the name of one (:data:`src.stitching.kinds.KINDS`, e.g. as recorded in a result)."""
 
-    def __init__(self, front_shape: Sequence[int], end_shape: Sequence[int], mode: str, rank: Optional[int] = None):
+    def __init__(self, front_shape: Sequence[int], end_shape: Sequence[int], kind: Union[str, StitchKind],
+                 rank: Optional[int] = None):
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}")
-        self.kind = make_kind(front_shape, end_shape, kind=mode)
-        self.front_shape, self.end_shape, self.mode = self.kind.front_shape, self.kind.end_shape, mode
+        self.kind = kind if isinstance(kind, StitchKind) else make_kind(front_shape, end_shape, kind=kind)
+        if self.kind.front_shape != tuple(front_shape) or self.kind.end_shape != tuple(end_shape):
+            raise ValueError(f"the kind {self.kind.describe()} is for other shapes than {tuple(front_shape)} -> {tuple(end_shape)}")
+        self.front_shape, self.end_shape = self.kind.front_shape, self.kind.end_shape
         self.in_features, self.out_features = self.kind.in_features, self.kind.out_features
         max_rank = min(self.in_features, self.out_features)
         if rank is not None and not 1 <= rank <= max_rank:
@@ -92,7 +92,7 @@ class AffineStitch(nn.Module):
 
     def fresh(self) -> "AffineStitch":
         """A new stitch of the same kind, shapes and rank (default init, no mask), on the same device."""
-        return AffineStitch(self.front_shape, self.end_shape, self.mode, self.rank).to(self.bias.device)
+        return AffineStitch(self.front_shape, self.end_shape, self.kind, self.rank).to(self.bias.device)
 
     # -- export ------------------------------------------------------------------------------
     def param_dict(self) -> Dict[str, np.ndarray]:
@@ -128,4 +128,4 @@ def make_stitch(front_shape: Sequence[int], end_shape: Sequence[int], flatten: b
     """The stitch layer for two activation shapes (batch dimension excluded): the named ``kind`` (as recorded in a
     result), else the kind :func:`src.stitching.kinds.choose_kind` picks for the shapes and options."""
     chosen = make_kind(front_shape, end_shape, flatten=flatten, pool=pool, kind=kind)
-    return AffineStitch(front_shape, end_shape, chosen.name, rank)
+    return AffineStitch(chosen.front_shape, chosen.end_shape, chosen, rank)

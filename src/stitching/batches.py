@@ -3,7 +3,7 @@
 :class:`LiveBatches` runs the frozen front network on every batch of the loader (augmentation
 applies). :class:`FrontCache` runs it once over the (unaugmented) training split and :class:`CachedBatches`
 serves shuffled batches of the stored activations every epoch - the front network's cost is paid
-once instead of once per epoch (and, in a stitch matrix, once for all receiver layers). Each batch
+once instead of once per epoch (and, in a stitch matrix, once for all end layers). Each batch
 is a dict: ``x`` (input, or None when the end part does not need it), ``front`` (front activation),
 ``labels``, ``teachers`` (logits of the networks the target type needs) and ``end_target`` (the end
 network's own activation, when CKA regularisation needs it).
@@ -46,8 +46,8 @@ class FrontCache:
     """One front part's activations on a whole split, computed once, in the loader's order.
 
     ``--cache-front`` reuses them (on the training split) every epoch; a stitch matrix reuses them
-    for every receiver layer as well (least-squares statistics and training), and caches the other
-    splits and the receiver's side the same way (:mod:`src.matrix.caches`). ``loader`` must serve
+    for every end layer as well (least-squares statistics and training), and caches the other
+    splits and the end network's side the same way (:mod:`src.matrix.caches`). ``loader`` must serve
     the split unaugmented and unshuffled: its batches are also the batches of the live passes they
     replace, so a cell of a matrix sees exactly the numbers a single cached stitch sees.
     """
@@ -148,8 +148,8 @@ class CachedBatches:
 class CellCaches:
     """What one cell may read instead of computing (None: compute it live)."""
 
-    train: Optional[FrontCache] = None  # sender activations, unaugmented training split (statistics, training)
-    val: Optional[FrontCache] = None  # sender activations, validation split (the per-epoch validation pass)
-    test: Optional[FrontCache] = None  # sender activations, test split (evaluation)
-    targets: Optional[FrontCache] = None  # receiver activations at the end layer, training split (least squares)
-    measured: Optional[torch.Tensor] = None  # receiver activations, the measured test samples (flattened, CPU)
+    train: Optional[FrontCache] = None  # front activations, unaugmented training split (statistics, training)
+    val: Optional[FrontCache] = None  # front activations, validation split (the per-epoch validation pass)
+    test: Optional[FrontCache] = None  # front activations, test split (evaluation)
+    targets: Optional[FrontCache] = None  # end activations at the end layer, training split (least squares)
+    measured: Optional[torch.Tensor] = None  # end activations, the measured test samples (flattened, CPU)

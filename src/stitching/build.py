@@ -3,21 +3,21 @@ from typing import Any, Dict, Optional, Sequence
 
 from torch import nn
 
-from src.data import dataset_info
+from src.data import DatasetInfo
 from src.errors import UserError
 from src.stitching.cut import FrontPart
 from src.stitching.frank import FrankensteinNet, activation_shape, network_part
 from src.stitching.affine import make_stitch
 
 
-def check_models_fit_dataset(front_meta: Dict[str, Any], end_meta: Dict[str, Any], dataset: str) -> None:
-    """Both networks must read the dataset's images; the end network must predict its classes."""
-    info = dataset_info(dataset)
+def check_models_fit_dataset(front_meta: Dict[str, Any], end_meta: Dict[str, Any], info: DatasetInfo) -> None:
+    """Both networks must read the data's images; the end network must predict its classes (where the networks'
+    metadata tell: a module from Python is checked by running it)."""
     for role, meta in (("front", front_meta), ("end", end_meta)):
-        if meta["n_channels"] != info.n_channels:
+        if meta.get("n_channels") is not None and meta["n_channels"] != info.n_channels:
             raise UserError(f"the {role} model takes {meta['n_channels']}-channel input but {info.name} has "
                             f"{info.n_channels} channels")
-    if end_meta["n_classes"] != info.n_classes:
+    if end_meta.get("n_classes") is not None and end_meta["n_classes"] != info.n_classes:
         raise UserError(f"the end model predicts {end_meta['n_classes']} classes but {info.name} has {info.n_classes}")
 
 

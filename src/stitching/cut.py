@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 #: The pseudo-layer name of a network's input: ``FrontPart(model, INPUT_LAYER)(x)`` is ``x`` and
 #: ``EndPart(model, INPUT_LAYER)(x, a)`` is ``model(a)`` - a stitch into it generates the image the
-#: receiver sees (see :mod:`src.stitching.images`). It is a receiver (end) layer only.
+#: end sees (see :mod:`src.stitching.images`). It is an end layer only.
 INPUT_LAYER = "input"
 
 
@@ -45,11 +45,21 @@ class _CutTracer(fx.Tracer):
         return qualified_name == self.cut or super().is_leaf_module(module, qualified_name)
 
 
+#: The model classes the hook fallback was announced for (one printed line per class and process).
+_ANNOUNCED = set()
+
+
 def _trace(model: nn.Module, layer: str) -> Optional[fx.Graph]:
     try:
         return _CutTracer(layer).trace(model)
     except Exception as err:  # noqa: BLE001 - any tracing failure means: use the hook fallback
-        log.info("torch.fx cannot trace %s (%s); using forward hooks", type(model).__name__, err)
+        name = type(model).__name__
+        log.info("torch.fx cannot trace %s (%s); using forward hooks", name, err)
+        if name not in _ANNOUNCED:
+            _ANNOUNCED.add(name)
+            reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+            print(f"note: torch.fx cannot trace {name} ({reason}); running whole networks with a forward hook "
+                  f"at the cut instead (the reference design: same results, more computation)")
         return None
 
 

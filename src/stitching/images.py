@@ -1,10 +1,10 @@
-"""Image generation: a sender layer stitched into the receiver's input (Hernandez et al. 2022, Figure 6).
+"""Image generation: a front layer stitched into the end network's input (Hernandez et al. 2022, Figure 6).
 
-``input`` (:data:`~src.stitching.cut.INPUT_LAYER`) is a valid end (receiver) layer: the stitch's
-output replaces the image the receiver sees, so its shape is the input's (e.g. 1 x 32 x 32 for
+``input`` (:data:`~src.stitching.cut.INPUT_LAYER`) is a valid end (end) layer: the stitch's
+output replaces the image the end sees, so its shape is the input's (e.g. 1 x 32 x 32 for
 Fashion-MNIST) and the stitch kinds decide the map as for any other pair of shapes (a 2 x 2 map into
 32 x 32: nearest upsampling by 16 + 1x1 convolution; 13 x 13: resampling + 1x1 convolution; a vector:
-linear + reshape). Trained with ``--objective task`` the stitch makes whatever image the receiver
+linear + reshape). Trained with ``--objective task`` the stitch makes whatever image the end
 classifies well; with ``--objective mse`` it regresses the real image (the least-squares fit
 ``ps_inv`` is always that regression).
 
@@ -12,11 +12,11 @@ Every result whose end layer is ``input`` holds ``images``: the first :data:`GRI
 and what the trained and the least-squares stitches generate from them, de-normalised to pixel range
 [0, 1] with the dataset's per-channel mean and std (:data:`src.data.NORMALIZATION`).
 ``stitch_nets.py ... LAYER input`` writes ``<LAYER>-input.png`` beside its pickle, ``stitch_matrix.py
-... --receiver-layers input`` writes ``images.png``: one grid per sender layer, the real images in the
+... --end-layers input`` writes ``images.png``: one grid per front layer, the real images in the
 first row.
 
-Refused with one line (:func:`check_input_stitch`): ``input`` as a sender (front) layer (a stitch
-from the raw image is not a stitch between representations), and ``input`` as a receiver for a
+Refused with one line (:func:`check_input_stitch`): ``input`` as a front layer (a stitch
+from the raw image is not a stitch between representations), and ``input`` as an end for a
 dataset without per-channel mean/std (``celeba``: multi-label face attributes read from disk at
 224 x 224, normalised by ``x * 255 - 117``; image generation is supported for the in-memory image
 datasets mnist, fashion, cifar10 and cifar100).
@@ -34,14 +34,14 @@ from src.results_io import write_figure
 GRID_SAMPLES = 8
 
 
-def check_input_stitch(dataset: str, sender_layers: Sequence[str], receiver_layers: Sequence[str]) -> None:
-    """``input`` only as a receiver layer, and only for a dataset whose images can be shown (before any work)."""
-    if INPUT_LAYER in sender_layers:
-        raise UserError(f"'{INPUT_LAYER}' can only be a receiver (end) layer, where the stitch generates the image "
-                        f"the receiver sees; choose a sender layer of the network (see layer_info.py)")
-    if INPUT_LAYER in receiver_layers and dataset not in NORMALIZATION:
+def check_input_stitch(dataset: str, front_layers: Sequence[str], end_layers: Sequence[str]) -> None:
+    """``input`` only as an end layer, and only for a dataset whose images can be shown (before any work)."""
+    if INPUT_LAYER in front_layers:
+        raise UserError(f"'{INPUT_LAYER}' can only be an end layer, where the stitch generates the image "
+                        f"the end sees; choose a front layer of the network (see layer_info.py)")
+    if INPUT_LAYER in end_layers and dataset not in NORMALIZATION:
         raise UserError(f"stitching into '{INPUT_LAYER}' makes an image grid, which needs a dataset of images with "
-                        f"per-channel mean/std ({', '.join(NORMALIZATION)}); {dataset} has none: choose a receiver "
+                        f"per-channel mean/std ({', '.join(NORMALIZATION)}); {dataset} has none: choose an end "
                         f"layer of the network")
 
 
@@ -96,11 +96,11 @@ def save_image_grid(path, grids: List[Tuple[str, List[Tuple[str, np.ndarray]]]],
     return write_figure(path, fig, "drfrank stitching", provenance, dpi)
 
 
-def grid_of(sender_layer: str, images: Dict[str, Any], mse_images: Optional[Dict[str, Any]] = None,
+def grid_of(front_layer: str, images: Dict[str, Any], mse_images: Optional[Dict[str, Any]] = None,
             objective: str = "task") -> Tuple[str, List[Tuple[str, np.ndarray]]]:
-    """The panel of one sender layer: real images, the trained stitch's (and the mse twin's), the least-squares fit's."""
+    """The panel of one front layer: real images, the trained stitch's (and the mse twin's), the least-squares fit's."""
     rows = [("real", images["real"]), (f"{objective} stitch", images["trans"])]
     if mse_images is not None:
         rows.append(("mse stitch", mse_images["trans"]))
     rows.append(("least squares", images["ps_inv"]))
-    return f"{sender_layer} -> {INPUT_LAYER}", rows
+    return f"{front_layer} -> {INPUT_LAYER}", rows

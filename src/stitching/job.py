@@ -17,9 +17,14 @@ Presets:
 import math
 from dataclasses import dataclass
 from numbers import Real
-from typing import Optional
+from pathlib import Path
+from typing import Any, Dict, Optional
 
 from src.errors import UserError
+from src.models.networks import network_path
+from src.provenance import jsonable
+from src.stitching.objectives import check_objective
+from src.validation import check_float, check_int, check_optimisation, check_run_name
 
 SCHEDULES = ("step", "cosine")
 TRAINING_DEFAULTS = {"epochs": 30, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0, "optimizer": "adam",
@@ -32,10 +37,14 @@ PRESETS = {
 
 @dataclass
 class StitchJob:
+    """The options of one stitch; :meth:`check` refuses bad ones before anything is loaded or written.
+
+    ``front_layer`` / ``end_layer`` are None in the base job of a stitch matrix, whose cells set them."""
+
     front_model: str
     end_model: str
-    front_layer: str
-    end_layer: str
+    front_layer: Optional[str] = None
+    end_layer: Optional[str] = None
     dataset: Optional[str] = None  # default: the end model's dataset
     epochs: Optional[int] = None  # None: the preset's, else TRAINING_DEFAULTS (for all fields down to warmup_epochs)
     batch_size: Optional[int] = None
@@ -68,6 +77,8 @@ class StitchJob:
     max_samples: Optional[int] = None
     front_arch: Optional[str] = None
     end_arch: Optional[str] = None
+    front_weights: Optional[str] = None  # the weights file of a front network given as a model spec
+    end_weights: Optional[str] = None
     download: bool = False
     device: Optional[str] = None
     overwrite: bool = False
@@ -79,7 +90,27 @@ class StitchJob:
         for name, default in TRAINING_DEFAULTS.items():
             if getattr(self, name) is None:
                 setattr(self, name, preset.get(name, default))
+        self.check(matrix=True)  # a job that exists is valid; a single stitch checks its layers and objective too
+
+    def check(self, matrix: bool = False) -> None:
+        """Every option whose bounds do not depend on the models (one line for the first bad one); ``matrix``:
+        the job is a matrix's base job, which may ask for ``--objective both``."""
+        if not matrix and (not self.front_layer or not self.end_layer):
+            raise UserError("a stitch needs a front layer and an end layer (layer_info.py lists a network's layers)")
+        check_optimisation(self)
         check_schedule(self.schedule, self.warmup_epochs, self.epochs)
+        check_int(self.seed, "--seed", 0)
+        check_int(self.save_frequency, "-s/--save-frequency")
+        check_float(self.l1, "--l1", 0)
+        check_float(self.cka_reg, "--cka-reg")
+        check_float(self.temperature, "--temperature", above=0)
+        check_float(self.cache_limit_gb, "--cache-limit-gb", above=0)
+        # The CKA of the measurements uses the biased HSIC, which needs two samples.
+        check_int(self.measure_samples, "--measure-samples", 2)
+        if self.low_rank is not None:
+            check_int(self.low_rank, "-r/--low-rank")
+        check_run_name(self.run_name)
+        check_objective(self.objective, matrix)
 
 
 def check_schedule(schedule: str, warmup_epochs: float, epochs: int) -> None:
@@ -94,3 +125,17 @@ def check_schedule(schedule: str, warmup_epochs: float, epochs: int) -> None:
     if warmup_epochs > 0 and isinstance(epochs, Real) and warmup_epochs >= epochs:
         raise UserError(f"--warmup-epochs {warmup_epochs:g} must be shorter than training (--epochs {epochs}); "
                         f"lower it or train longer")
+
+
+def result_params(job: StitchJob, digests: Optional[Dict[str, str]] = None, **derived: Any) -> Dict[str, Any]:
+    """A result's ``params``: the job's fields as plain values, both checkpoints' absolute paths and SHA-256
+    digests (``digests``: role -> digest), and values derived while running (``derived``, e.g. the dataset).
+    The one definition: a matrix compares a finished cell's ``params`` with this to know it is still valid."""
+    params = dict(jsonable(vars(job)), front_model_path=network_path(job.front_model),
+                  end_model_path=network_path(job.end_model),
+                  **{f"{role}_weights": str(Path(w).resolve()) for role, w in (("front", job.front_weights),
+                                                                              ("end", job.end_weights)) if w},
+                  **{f"{role}_model_sha256": digest for role, digest in (digests or {}).items()})
+    params.update(derived)
+    return params
+

@@ -11,6 +11,7 @@ from typing import Dict, Iterable, Optional
 import torch
 from tqdm import tqdm
 
+from src.features.stream import FirstSamples
 from src.stitching.batches import FrontCache
 from src.stitching.frank import FrankensteinNet
 from src.stitching.affine import AffineStitch
@@ -37,7 +38,7 @@ def collect_outputs(frank: FrankensteinNet, ps_inv_stitch: AffineStitch, loader:
     frank.eval()
     logits = {k: [] for k in LOGIT_KEYS}
     acts = {k: [] for k in ACTIVATION_KEYS}
-    targets, kept = [], 0
+    targets, first = [], FirstSamples(measure_samples)
     batches = fronts.items() if fronts is not None else ((x, y, None) for x, y in loader)
     for x, y, front in tqdm(batches, desc="evaluating on the test split", leave=False, total=len(loader),
                             disable=None if progress is None else not progress):
@@ -49,16 +50,15 @@ def collect_outputs(frank: FrankensteinNet, ps_inv_stitch: AffineStitch, loader:
         logits["trans"].append(frank.end(x, trans).float().cpu())
         logits["ps_inv"].append(frank.end(x, ps_inv).float().cpu())
         targets.append(y.cpu())
-        take = min(x.shape[0], measure_samples - kept)
+        start, take = first.kept, first.take(x.shape[0])
         if take > 0:
-            end = measured[kept:kept + take] if measured is not None else _flat(frank.end_front(x)[:take])
+            end = measured[start:start + take] if measured is not None else _flat(frank.end_front(x)[:take])
             acts["end"].append(end)
             for key, value in (("front", front), ("trans", trans), ("ps_inv", ps_inv)):
                 acts[key].append(_flat(value[:take]))
-            kept += take
     logits = {k: (network_logits[k] if network_logits is not None and k in network_logits else torch.cat(v))
               for k, v in logits.items()}
-    return Outputs(logits, torch.cat(targets), {k: torch.cat(acts[k]) for k in ACTIVATION_KEYS} if kept else {})
+    return Outputs(logits, torch.cat(targets), {k: torch.cat(acts[k]) for k in ACTIVATION_KEYS} if first.kept else {})
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
@@ -69,13 +69,11 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
 def measured_targets(end_front, loader: Iterable, measure_samples: int) -> torch.Tensor:
     """The end network's own activations (``end_front``: its front part up to the end layer) of the first
     ``measure_samples`` samples of ``loader``, as :func:`collect_outputs` measures them."""
-    acts, kept = [], 0
+    acts, first = [], FirstSamples(measure_samples)
     for x, _ in loader:
-        take = min(x.shape[0], measure_samples - kept)
-        if take <= 0:
+        if first.done:
             break
-        acts.append(_flat(end_front(x)[:take]))
-        kept += take
+        acts.append(_flat(end_front(x)[:first.take(x.shape[0])]))
     return torch.cat(acts) if acts else torch.empty(0)
 
 

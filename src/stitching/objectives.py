@@ -1,10 +1,10 @@
 """What the stitch is trained to do (``--objective``).
 
 - ``task`` (default, the "vanilla" stitch of Hernandez et al. 2022): minimise the task loss of the
-  stitched network (``--target-type``: labels or soft targets) - the stitch may hand the receiver
+  stitched network (``--target-type``: labels or soft targets) - the stitch may hand the end
   anything that classifies well.
 - ``mse`` (the "similarity" stitch): minimise the mean squared error between the stitch's output
-  and the receiver's own activation at the end layer (both networks frozen, the same training
+  and the end network's own activation at the end layer (both networks frozen, the same training
   batches), averaged over every element of the batch. The stitched network's task accuracy is still
   measured and stored, as for any stitch.
 - ``both`` (``stitch_matrix.py`` only): one ``task`` and one ``mse`` stitch per cell from the same
@@ -13,7 +13,7 @@
 For the affine stitch kinds (every kind of :mod:`src.stitching.kinds`) the ``mse`` loss is
 ``sum_rows ||W x + b - y||^2 / (rows x out_features)`` over the kind's least-squares design rows, so
 its exact minimiser is the closed-form least-squares fit ``-i ps_inv`` (reported for every stitch as
-``ps_inv``): gradient training with ``mse`` converges to it (``tests/test_stitch_objectives.py``
+``ps_inv``): gradient training with ``mse`` converges to it (``tests/stitching/test_stitching_objectives.py``
 checks this against a bound from the gradient at the stopping point and the conditioning). The
 low-rank stitch (``-r``) is the exception: its reduced-rank closed form minimises the same loss,
 but gradient descent on the two factors is not guaranteed to reach it; and a kind without a
@@ -41,13 +41,13 @@ def check_objective(objective: str, matrix: bool = False) -> None:
 
 
 def needs_end_target(objective: str, cka_reg: float) -> bool:
-    """Whether training batches must carry the receiver's own activation (``batch['end_target']``)."""
+    """Whether training batches must carry the end network's own activation (``batch['end_target']``)."""
     return objective == "mse" or bool(cka_reg)
 
 
 def objective_loss(objective: str, logits: torch.Tensor, stitched: torch.Tensor, batch: Dict, target_type: str,
                    temperature: float, multilabel: bool) -> torch.Tensor:
-    """The loss of one batch before the regularisers: the task loss, or the MSE to the receiver's activation."""
+    """The loss of one batch before the regularisers: the task loss, or the MSE to the end network's activation."""
     if objective == "mse":
         return F.mse_loss(stitched, batch["end_target"])
     return target_loss(logits, batch["labels"], batch["teachers"], target_type, temperature, multilabel)

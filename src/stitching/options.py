@@ -1,5 +1,5 @@
 """The command-line options of one stitch, shared by ``stitch_nets.py`` (one pair of layers) and
-``stitch_matrix.py`` (every sender layer into every receiver layer): one definition, two scripts.
+``stitch_matrix.py`` (every front layer into every end layer): one definition, two scripts.
 
 The defaults are :class:`~src.stitching.job.StitchJob`'s (the reference's).
 """
@@ -52,7 +52,7 @@ def add_stitch_options(p: argparse.ArgumentParser, matrix: bool = False) -> argp
     p.add_argument("--target-type", choices=TARGET_TYPES, default=D.target_type, help="training target; default hard")
     p.add_argument("--objective", choices=MATRIX_OBJECTIVES if matrix else OBJECTIVES, default=D.objective,
                    help="task: train the stitch on the task loss (vanilla); mse: on the mean squared error to the "
-                        "receiver's own activation at the end layer (similarity stitch; task accuracy still measured)"
+                        "end network's own activation at the end layer (similarity stitch; task accuracy still measured)"
                         + ("; both: one of each per cell, from the same init, with the EV/ES/SV statistics"
                            if matrix else "") + "; default task")
     if not matrix:

@@ -6,8 +6,8 @@ One stitch is: load the two networks (:func:`load_pair`), build the stitched net
 initialise (:func:`initialise`), train (:func:`train_cell`), evaluate on the test split and build
 the result dict (:func:`run_stitch` does all of these after loading). :func:`stitch_from_args` is one
 cell written to ``<out>/<run-name>/<front_layer>-<end_layer>.pkl``; a matrix
-(:mod:`src.matrix.plan`) loads the networks once, caches each sender layer's activations once
-and calls :func:`run_stitch` per receiver layer, so a cell is exactly a cached single stitch.
+(:mod:`src.matrix.plan`) loads the networks once, caches each front layer's activations once
+and calls :func:`run_stitch` per end layer, so a cell is exactly a cached single stitch.
 """
 import datetime as _dt
 import time
@@ -19,9 +19,11 @@ import pandas as pd
 import torch
 
 from src.config import get_config, resolve_device, resolve_path
-from src.data import dataset_info, get_loader
-from src.models.checkpoint import checkpoint_digest, load_checkpoint
-from src.provenance import jsonable, provenance
+from src.data import DataSource, NamedData
+from src.errors import UserError
+from src.models.checkpoint import read_checkpoint
+from src.models.networks import load_network, network_digest, network_kind
+from src.provenance import provenance
 from src.results_io import claim_output, refuse_overwrite, write_csv, write_pickle
 from src.seeding import generator, seed_everything
 from src.similarity import LeastSquaresFit
@@ -31,14 +33,14 @@ from src.stitching.cut import INPUT_LAYER
 from src.stitching.frank import FrankensteinNet
 from src.stitching.images import check_input_stitch, grid_of, sample_images, save_image_grid
 from src.stitching.inits import build_mask, check_options, initialize, least_squares_weights
-from src.stitching.job import StitchJob
+from src.stitching.job import StitchJob, result_params
 from src.stitching.affine import AffineStitch
 from src.stitching.losses import teachers_needed
-from src.stitching.objectives import check_objective, needs_end_target
+from src.stitching.objectives import needs_end_target
 from src.stitching.measure import collect_outputs, network_logits
 from src.stitching.report import build_result
 from src.stitching.train import StitchSettings, train_stitch
-from src.validation import check_batch_fits, check_stitch_job, check_writable_dir
+from src.validation import check_batch_fits, check_writable_dir
 
 STATISTICS_BATCH = 500
 EVAL_BATCH = 1000
@@ -52,23 +54,26 @@ class Pair:
     end_model: torch.nn.Module
     front_meta: Dict[str, Any]
     end_meta: Dict[str, Any]
-    dataset: str
+    data: DataSource  # a named data set or the user's own (src.data.source)
     device: torch.device
-    config: Any
-    digests: Optional[Dict[str, str]] = None  # SHA-256 of the front and end checkpoint files
+    digests: Optional[Dict[str, str]] = None  # SHA-256 of the front and end networks (src.models.networks)
     _memo: Dict[Any, Any] = field(default_factory=dict, repr=False)  # fixed-order loaders and logits, made once
 
     @property
+    def dataset(self) -> str:
+        """The data set's name, as results record it."""
+        return self.data.name
+
+    @property
     def info(self):
-        return dataset_info(self.dataset)
+        return self.data.info
 
     @property
     def input_shape(self):
         return (self.info.n_channels, *self.info.input_size)
 
     def loader(self, job: StitchJob, split: str, batch_size: int, **options):
-        return get_loader(self.dataset, split, batch_size, val_size=job.val_size, max_samples=job.max_samples,
-                          download=job.download, config=self.config, device=self.device, **options)
+        return self.data.loader(split, batch_size, max_samples=job.max_samples, device=self.device, **options)
 
     def fixed_loader(self, job: StitchJob, split: str, batch_size: int):
         """An unshuffled, unaugmented loader of ``split``, made once per pair (it serves the same batches every pass)."""
@@ -103,16 +108,32 @@ class Pair:
         return self._memo[key]
 
 
-def load_pair(job: StitchJob, config=None) -> Pair:
-    """Load the job's two checkpoints; the dataset is the job's or the end model's."""
+def load_pair(job: StitchJob, config=None, data: Optional[DataSource] = None) -> Pair:
+    """Load the job's two networks (checkpoints, model specs with their weights, or modules from Python:
+    :func:`src.models.networks.load_network`); the data are ``data``, else the job's data set, else the one
+    the end checkpoint was trained on."""
     config = config or get_config()
     device = resolve_device(job.device or config.device)
-    front_model, front_meta = load_checkpoint(job.front_model, job.front_arch, job.dataset, device)
-    end_model, end_meta = load_checkpoint(job.end_model, job.end_arch, job.dataset, device)
-    digests = {"front": checkpoint_digest(job.front_model), "end": checkpoint_digest(job.end_model)}
-    dataset = job.dataset or end_meta["dataset"]
-    check_models_fit_dataset(front_meta, end_meta, dataset)
-    return Pair(front_model, end_model, front_meta, end_meta, dataset, device, config, digests)
+    if data is None:
+        dataset = job.dataset or (_checkpoint_dataset(job.end_model) or _checkpoint_dataset(job.front_model))
+        if dataset is None:
+            raise UserError("neither network is a checkpoint that names its data set; pass -d/--dataset")
+        data = NamedData(dataset, job.val_size, job.download, config)
+    info = data.info
+    front_model, front_meta = load_network(job.front_model, job.front_weights, job.front_arch, data.name, info, device)
+    end_model, end_meta = load_network(job.end_model, job.end_weights, job.end_arch, data.name, info, device)
+    digests = {"front": network_digest(job.front_model, job.front_weights, front_model),
+               "end": network_digest(job.end_model, job.end_weights, end_model)}
+    check_models_fit_dataset(front_meta, end_meta, info)
+    return Pair(front_model, end_model, front_meta, end_meta, data, device, digests)
+
+
+def _checkpoint_dataset(ref: str) -> Optional[str]:
+    """The data set a project checkpoint was trained on (None for specs, modules and bare state_dicts)."""
+    if network_kind(ref) != "checkpoint":
+        return None
+    _, meta = read_checkpoint(ref)
+    return meta.get("dataset") if meta else None
 
 
 def augments(job: StitchJob) -> bool:
@@ -164,7 +185,7 @@ def fit_statistics(frank: FrankensteinNet, pair: Pair, job: StitchJob, cache: Op
 
     From the cache when given (no second front pass), else from a live pass; the batches are the same,
     so both give the same numbers. The rows are the stitch kind's design (:meth:`AffineStitch.design`: pixels for
-    a 1x1 stitch, k x k patches for a strided one, resampled sender pixels for the resample kinds, samples otherwise).
+    a 1x1 stitch, k x k patches for a strided one, resampled front pixels for the resample kinds, samples otherwise).
     ``targets``: the end network's activations at the end layer on the same split (a matrix's cache), else live.
     """
     if cache is not None:
@@ -239,17 +260,15 @@ def run_stitch(pair: Pair, job: StitchJob, run_folder: Path, argv=None, cache: O
     timing["evaluation_seconds"] = time.perf_counter() - started
 
     augment = augments(job)
-    params = dict(jsonable(vars(job)), dataset=pair.dataset, augment=augment, out_dir=str(run_folder.parent),
-                  run_name=run_folder.name, front_model_path=str(Path(job.front_model).resolve()),
-                  end_model_path=str(Path(job.end_model).resolve()),
-                  **{f"{role}_model_sha256": digest for role, digest in (pair.digests or {}).items()})
+    params = result_params(job, pair.digests, dataset=pair.dataset, augment=augment, out_dir=str(run_folder.parent),
+                           run_name=run_folder.name)
     trans_m = {"before": start.before, "after": frank.stitch.param_dict(), "ps_inv": ps_inv_stitch.param_dict()}
     if start.mask is not None:
         trans_m["mask"] = {"w": start.mask}
     s = frank.stitch
     extra = {
         "provenance": provenance(job, argv),
-        "stitch": {"mode": s.mode, "kind": s.kind.describe(), "rank": s.rank, "in_features": s.in_features, "out_features": s.out_features,
+        "stitch": {"kind": s.kind.name, "description": s.kind.describe(), "rank": s.rank, "in_features": s.in_features, "out_features": s.out_features,
                    "masked": start.mask is not None, "front_shape": list(s.front_shape), "end_shape": list(s.end_shape),
                    "training_data": "cached front activations" if job.cache_front else
                                     ("augmented" if augment else "unaugmented") + " training split"},
@@ -275,8 +294,7 @@ def write_result(path: Path, result: Dict[str, Any]) -> Path:
 
 def stitch_from_args(args: StitchJob, argv=None) -> Path:
     """Build, initialise, train and evaluate one stitch; write the result pickle and CSV. Returns the pickle path."""
-    check_stitch_job(args)  # every option, before anything is loaded or written
-    check_objective(args.objective)
+    args.check()  # every option, before anything is loaded or written
     config = get_config()
     path = result_path(args, config)
     check_writable_dir(path.parent)

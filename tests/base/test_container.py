@@ -635,8 +635,8 @@ def test_default_config_does_not_use_the_cache(clean_config_env):
 
 
 def test_torchrun_sweep_on_four_gpus_gets_them_and_shared_memory_for_nccl(home):
-    command = ("torchrun --nproc_per_node=4 stitch_matrix.py a.pt b.pt --sender-layers blocks "
-               "--receiver-layers blocks -d cifar10 --run-name big")
+    command = ("torchrun --nproc_per_node=4 stitch_matrix.py a.pt b.pt --front-layers blocks "
+               "--end-layers blocks -d cifar10 --run-name big")
     run = parse_run(dry_run("-g", "0,1,2,3", "-c", command, home=home))
     assert run["command"] == ["bash", "-c", command]  # reaches the container as one unchanged command
     assert run["values"]["--gpus"] == "all" and run["env"]["CUDA_VISIBLE_DEVICES"] == "0,1,2,3"

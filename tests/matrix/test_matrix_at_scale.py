@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 TINY = REPO / "model_weights" / "Tiny10" / "FashionMNIST"
 SENDER, RECEIVER = str(TINY / "in0-gn0" / "8580.pt"), str(TINY / "in1-gn1" / "8580.pt")
-MATRIX = [SENDER, RECEIVER, "--sender-layers", "bn6", "bn7", "--receiver-layers", "bn6", "bn7", "-d", "fashion",
+MATRIX = [SENDER, RECEIVER, "--front-layers", "bn6", "bn7", "--end-layers", "bn6", "bn7", "-d", "fashion",
           "-e", "1", "-b", "50", "--max-samples", "500", "--val-size", "100", "--measure-samples", "200"]
 TABLES = ("matrix", "relative", "ps_inv", "cka")
 CELLS = [f"{s}--{r}" for s in ("bn6", "bn7") for r in ("bn6", "bn7")]
@@ -73,13 +73,13 @@ def reference(tmp_path_factory):
 
 # --- slices --------------------------------------------------------------------------------------------------
 
-def test_shard_slices_partition_the_cells_in_order_keeping_sender_layers_together():
+def test_shard_slices_partition_the_cells_in_order_keeping_front_layers_together():
     cells = [(s, r) for s in "abcde" for r in range(7)]
     for n in (1, 2, 3, 4, 8, 35, 40):
         slices = [cells_for(cells, (k, n)) for k in range(1, n + 1)]
         assert sum(slices, []) == cells  # disjoint, complete, in plan order
         assert max(map(len, slices)) - min(map(len, slices)) <= 1  # balanced
-        # a sender's cache is built once per slice that holds it: at most senders + (n - 1) caches in all
+        # a front network's cache is built once per slice that holds it: at most front_layers + (n - 1) caches in all
         assert sum(len({s for s, _ in part}) for part in slices) <= 5 + n - 1
     # ranks slice a shard further, with the same rule
     assert sum((cells_for(cells, (2, 3), rank, 2) for rank in range(2)), []) == cells_for(cells, (2, 3))
@@ -92,8 +92,8 @@ def test_bad_shard_is_refused(text):
 
 
 def test_first_difference_names_the_nested_parameter():
-    stored = {"sender": "a", "job": {"epochs": 1, "seed": 0}}
-    assert first_difference(stored, {"sender": "a", "job": {"epochs": 2, "seed": 0}}) == ("job.epochs", 1, 2)
+    stored = {"front": "a", "job": {"epochs": 1, "seed": 0}}
+    assert first_difference(stored, {"front": "a", "job": {"epochs": 2, "seed": 0}}) == ("job.epochs", 1, 2)
     assert first_difference(stored, stored) is None
 
 
@@ -157,5 +157,5 @@ def test_resume_with_other_parameters_is_refused_naming_the_parameter(reference,
     refused = run([*matrix_args(tmp_path, "single"), "--resume", "--overwrite"], check=False)
     assert_one_line_error(refused.stderr, "pass one of them")
     again = run([*matrix_args(tmp_path, "single"), "--resume"])  # nothing left to do: the tables again, same
-    assert again.stdout.count("2 finished cell(s) kept") == 2  # both sender layers' cells kept, none rerun
+    assert again.stdout.count("2 finished cell(s) kept") == 2  # both front layers' cells kept, none rerun
     assert_same_matrix(tmp_path / "single", reference / "single")

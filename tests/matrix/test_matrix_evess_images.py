@@ -1,4 +1,4 @@
-"""--objective both (EV / ES / SV), stitching into the receiver's input (image grids), and their bad input,
+"""--objective both (EV / ES / SV), stitching into the end network's input (image grids), and their bad input,
 end to end on a tiny fake MNIST; the statistics are recomputed from the cell pickles with forward hooks."""
 import numpy as np
 import pandas as pd
@@ -38,7 +38,7 @@ def test_stitch_into_the_input_generates_images_of_the_input_shape(tinies, tmp_p
     path = stitch_from_args(stitch_nets.parse_args(argv), ["stitch_nets.py", *argv])
     result = load_result(path)
     assert result["params"]["objective"] == "mse" and result["summary"]["objective"] == "mse"
-    assert result["stitch"]["mode"] == "upsample_conv1x1" and result["shapes"]["end"] == [1, 32, 32]
+    assert result["stitch"]["kind"] == "upsample_conv1x1" and result["shapes"]["end"] == [1, 32, 32]
     assert (path.parent / "bn7-input.png").stat().st_size > 0
     images = result["images"]
     # The real row is the first test images in pixel range: the raw uint8 split divided by 255 (float32 rounding
@@ -69,7 +69,7 @@ def _activations(model: nn.Module, layer: str, loader) -> torch.Tensor:
 
 def _stitch_from(result, which):
     s = result["stitch"]
-    stitch = make_stitch(s["front_shape"], s["end_shape"], kind=s["mode"])
+    stitch = make_stitch(s["front_shape"], s["end_shape"], kind=s["kind"])
     stitch.load_param_dict(result["trans_m"][which])
     return stitch.eval()
 
@@ -77,7 +77,7 @@ def _stitch_from(result, which):
 def test_objective_both_trains_a_twin_per_cell_and_the_statistics_recompute_from_the_pickles(tinies, tmp_path):
     from src.models.checkpoint import load_checkpoint
 
-    argv = [*tinies, "--sender-layers", "bn7", "bn8", "--receiver-layers", "input", "bn8", *QUICK,
+    argv = [*tinies, "--front-layers", "bn7", "bn8", "--end-layers", "input", "bn8", *QUICK,
             "--objective", "both", "-o", str(tmp_path / "res"), "--run-name", "both"]
     path, summary = run_matrix(stitch_matrix.parse_args(argv), ["stitch_matrix.py", *argv], progress=False)
     run = path.parent
@@ -101,7 +101,7 @@ def test_objective_both_trains_a_twin_per_cell_and_the_statistics_recompute_from
                 outs = {k: st(fa).double().flatten(1) for k, st in
                         (("V", _stitch_from(vanilla, "after")), ("S", _stitch_from(twin, "after")),
                          ("L", _stitch_from(twin, "ps_inv")))}
-            row = table[(table["sender layer"] == s) & (table["receiver layer"] == r)].iloc[0]
+            row = table[(table["front layer"] == s) & (table["end layer"] == r)].iloc[0]
             variance = expected.numpy().var(axis=0).mean()
             # float32 activations and stitch outputs; float64 sums of squares: relative differences of a few 1e-7
             # per element, amplified where expected and stitch output nearly cancel: 1e-5 is ample.
@@ -111,9 +111,9 @@ def test_objective_both_trains_a_twin_per_cell_and_the_statistics_recompute_from
                 assert row[name] == pytest.approx(mse, rel=1e-5)
                 assert row[f"{name}_rel"] == pytest.approx(mse / variance, rel=1e-5)
             assert row["EV_over_ES"] == pytest.approx(row["EV"] / row["ES"], rel=1e-12)
-    # the input column is its own group; bn8 is then the only receiver layer, which spans all depths (as a single
+    # the input column is its own group; bn8 is then the only end layer, which spans all depths (as a single
     # layer does in the matrix's triangle statistic), so both of its cells count as on the diagonal
-    assert dict(zip(zip(table["sender layer"], table["receiver layer"]), table["position"])) == {
+    assert dict(zip(zip(table["front layer"], table["end layer"]), table["position"])) == {
         ("bn7", "input"): "input", ("bn7", "bn8"): "diagonal",
         ("bn8", "input"): "input", ("bn8", "bn8"): "diagonal"}
     saved = pd.read_csv(run / "evess_summary.csv", index_col=[0, 1])
@@ -124,8 +124,8 @@ def test_objective_both_trains_a_twin_per_cell_and_the_statistics_recompute_from
     assert saved.loc[("all", "min"), "n_cells"] == 4 and saved.loc[("input", "mean"), "n_cells"] == 2
     assert pd.read_csv(run / "cka.csv", index_col=0)["input"].isna().all()  # no CKA with the raw input
     assert (run / "images.png").stat().st_size > 0
-    # the triangle statistic leaves the input column out (a generated image is not a receiver depth): only
-    # the bn8 column counts, a single receiver layer, so both of its cells are on or below the diagonal
+    # the triangle statistic leaves the input column out (a generated image is not an end depth): only
+    # the bn8 column counts, a single end layer, so both of its cells are on or below the diagonal
     triangle = summary["triangle"]["trained"]["stitched"]
     assert (triangle["cells_on_or_below"], triangle["cells_above"]) == (2, 0)
     assert triangle["mean_on_or_below"] == pytest.approx(summary["matrix"]["bn8"].mean(), rel=1e-12)
@@ -138,11 +138,11 @@ def test_diagonal_positions_follow_proportional_depth_and_the_summary_groups_the
     # the input column is its own group and does not shift the others' depths
     assert cell_position("b", "input", ["a", "b"], ["input", "a", "b"]) == "input"
     assert cell_position("b", "b", ["a", "b"], ["input", "a", "b"]) == "diagonal"
-    # 3 senders (depths 0, 1/2, 1) x 5 receivers (0, 1/4, 1/2, 3/4, 1): the diagonal is (0,0), (1,2), (2,4).
+    # 3 front_layers (depths 0, 1/2, 1) x 5 end_layers (0, 1/4, 1/2, 3/4, 1): the diagonal is (0,0), (1,2), (2,4).
     positions = [[diagonal_position(i, j, 3, 5) for j in range(5)] for i in range(3)]
     assert [(i, j) for i in range(3) for j in range(5) if positions[i][j] == "diagonal"] == [(0, 0), (1, 2), (2, 4)]
     assert positions[1][1] == "below diagonal" and positions[1][3] == "above diagonal"
-    rows = [{"sender layer": i, "receiver layer": j, "position": positions[i][j], "EV": 1.0 + i + j, "ES": 1.0,
+    rows = [{"front layer": i, "end layer": j, "position": positions[i][j], "EV": 1.0 + i + j, "ES": 1.0,
              "SV": 2.0, "EL": 0.5, "EV_rel": 0.1, "ES_rel": 0.1, "SV_rel": 0.2, "EL_rel": 0.05}
             for i in range(3) for j in range(5)]
     summary = evess_summary(evess_table(rows))
@@ -153,13 +153,14 @@ def test_diagonal_positions_follow_proportional_depth_and_the_summary_groups_the
 # --- bad input: one line, exit 2, nothing written -------------------------------------------------------------
 
 class TokensForTests(nn.Module):
-    """A receiver with a 2-d activation (4 tokens x 64), which no stitch kind maps a feature map to."""
+    """An end with a 2-d activation (3 tokens x 64): a token sequence with no patch grid (3 is no square plus a
+    few prefix tokens), which no stitch kind maps a feature map to."""
 
     def __init__(self, n_classes: int = 10, n_channels: int = 1):
         super().__init__()
-        self.conv = nn.Conv2d(n_channels, 4, 4, stride=4)
+        self.conv = nn.Conv2d(n_channels, 3, 4, stride=4)
         self.tokens = nn.Flatten(2)
-        self.fc = nn.Linear(4, n_classes)
+        self.fc = nn.Linear(3, n_classes)
 
     def forward(self, x):
         return self.fc(self.tokens(self.conv(x)).mean(2))
@@ -188,28 +189,28 @@ def _special_checkpoint(tmp_path, name, dataset="mnist", n_channels=1, n_classes
 
 
 @pytest.mark.parametrize("script,case,message", [
-    ("nets", "input sender", "'input' can only be a receiver (end) layer"),
-    ("matrix", "input sender", "'input' can only be a receiver (end) layer"),
+    ("nets", "input front", "'input' can only be an end layer"),
+    ("matrix", "input front", "'input' can only be an end layer"),
     ("nets", "no image grid", "needs a dataset of images with per-channel mean/std"),
     ("matrix", "no image grid", "needs a dataset of images with per-channel mean/std"),
-    ("nets", "unmappable mse", "no stitch kind maps a 3-d activation (64x2x2) to a 2-d one (4x64)"),
-    ("matrix", "unmappable mse", "no stitch kind maps a 3-d activation (64x2x2) to a 2-d one (4x64)"),
+    ("nets", "unmappable mse", "no stitch kind maps a 3-d activation (64x2x2) to a 2-d one (3x64)"),
+    ("matrix", "unmappable mse", "no stitch kind maps a 3-d activation (64x2x2) to a 2-d one (3x64)"),
 ])
 def test_bad_objective_and_input_stitches_are_one_line_and_write_nothing(tinies, tmp_path, capsys, script, case,
                                                                          message, tokens_model):
     out = tmp_path / "out"
-    sender, receiver, front, end, extra = *tinies, "bn8", "input", ["--objective", "mse"]
-    if case == "input sender":
+    front_net, end_net, front, end, extra = *tinies, "bn8", "input", ["--objective", "mse"]
+    if case == "input front":
         front, end = "input", "bn8"
     elif case == "no image grid":  # celeba: 3 x 224 x 224 faces, 40 attributes, no per-channel mean/std
-        sender = receiver = _special_checkpoint(tmp_path, "tiny10", "celeba", 3, 40, 224)
+        front_net = end_net = _special_checkpoint(tmp_path, "tiny10", "celeba", 3, 40, 224)
         extra = ["-d", "celeba"]
     elif case == "unmappable mse":
-        receiver, end = _special_checkpoint(tmp_path, tokens_model), "tokens"
+        end_net, end = _special_checkpoint(tmp_path, tokens_model), "tokens"
     if script == "nets":
-        argv, main = [sender, receiver, front, end, *QUICK, *extra], stitch_nets.main
+        argv, main = [front_net, end_net, front, end, *QUICK, *extra], stitch_nets.main
     else:
-        argv = [sender, receiver, "--sender-layers", front, "--receiver-layers", end, *QUICK, *extra]
+        argv = [front_net, end_net, "--front-layers", front, "--end-layers", end, *QUICK, *extra]
         main = stitch_matrix.main
     assert run_main(main, [*argv, "-o", str(out), "--run-name", "bad"]) == 2
     err = capsys.readouterr().err
@@ -226,7 +227,7 @@ def test_objective_both_resumes_and_shards_to_the_same_tables(tinies, tmp_path):
     from src.matrix import collect_matrix
 
     def argv(name, *extra):
-        return [*tinies, "--sender-layers", "bn7", "bn8", "--receiver-layers", "bn7", "bn8", *QUICK,
+        return [*tinies, "--front-layers", "bn7", "bn8", "--end-layers", "bn7", "bn8", *QUICK,
                 "--objective", "both", "-o", str(tmp_path / "res"), "--run-name", name, *extra]
 
     def matrix(args):

@@ -30,8 +30,8 @@ QUICK = ["-d", "fashion", "-e", "1", "-b", "50", "--max-samples", "500", "--val-
 # --- numbers read off a matrix ------------------------------------------------------------------------------
 
 def test_triangle_statistic_of_a_hand_made_matrix():
-    # 3 sender layers (depths 0, 1/2, 1) x 5 receiver layers (depths 0, 1/4, 1/2, 3/4, 1):
-    # receiver depth <= sender depth holds for columns {0}, {0, 1, 2} and all five.
+    # 3 front layers (depths 0, 1/2, 1) x 5 end layers (depths 0, 1/4, 1/2, 3/4, 1):
+    # end depth <= front depth holds for columns {0}, {0, 1, 2} and all five.
     m = np.array([[10, 1, 1, 1, 1],
                   [10, 10, 10, 1, 1],
                   [10, 10, 10, 10, 10]], dtype=float)
@@ -88,22 +88,22 @@ def _other_checkpoint(tmp_path, **meta_changes):
 ])
 def test_bad_matrix_input_is_one_line_before_any_work(tmp_path, capsys, case, message):
     out = tmp_path / "res"
-    sender, layers, extra = SENDER, ["bn7", "bn8"], []
+    front, layers, extra = SENDER, ["bn7", "bn8"], []
     if case == "unknown layer":
         layers = ["bn9"]
     elif case == "empty layer":
         layers = [""]
     elif case == "class counts":
-        sender = _other_checkpoint(tmp_path, n_classes=5)
+        front = _other_checkpoint(tmp_path, n_classes=5)
     elif case == "input sizes":
-        sender = _other_checkpoint(tmp_path, input_size=[28, 28])
+        front = _other_checkpoint(tmp_path, input_size=[28, 28])
     elif case == "stitch not defined":
         layers, extra = ["bn6"], ["-i", "eye"]  # 64x4x4 into 64x2x2: a strided stitch, which has no identity
     elif case == "warm-up":
         extra = ["--preset", "hernandez", "-e", "1"]
     elif case == "existing run":
         (out / "bad").mkdir(parents=True)
-    argv = [sender, RECEIVER, "--sender-layers", *layers, "--receiver-layers", "bn7", "bn8", *QUICK, *extra,
+    argv = [front, RECEIVER, "--front-layers", *layers, "--end-layers", "bn7", "bn8", *QUICK, *extra,
             "-o", str(out), "--run-name", "bad"]
     assert run_main(stitch_matrix.main, argv) == 2
     err = capsys.readouterr().err
@@ -114,7 +114,7 @@ def test_bad_matrix_input_is_one_line_before_any_work(tmp_path, capsys, case, me
 
 @pytest.mark.slow
 def test_bad_matrix_input_from_the_shell_exits_2(tmp_path):
-    argv = [SENDER, RECEIVER, "--sender-layers", "re:nothing\\d", "--receiver-layers", "bn8", "-o", str(tmp_path)]
+    argv = [SENDER, RECEIVER, "--front-layers", "re:nothing\\d", "--end-layers", "bn8", "-o", str(tmp_path)]
     done = subprocess.run([sys.executable, "stitch_matrix.py", *argv], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "matches no layer" in done.stderr
     assert not list(tmp_path.iterdir())
@@ -130,7 +130,7 @@ def fashion_results(tmp_path, monkeypatch, fashion_available):
 
 def test_two_by_two_matrix_end_to_end_equals_single_stitches(fashion_results):
     # bn6 (64x4x4) and bn8 (64x2x2) into bn7 and bn8 (64x2x2): strided and 1x1 stitches.
-    argv = [SENDER, RECEIVER, "--sender-layers", "bn6", "bn8", "--receiver-layers", "re:bn[78]", *QUICK,
+    argv = [SENDER, RECEIVER, "--front-layers", "bn6", "bn8", "--end-layers", "re:bn[78]", *QUICK,
             "-o", str(fashion_results), "--run-name", "m"]
     path, summary = run_matrix(stitch_matrix.parse_args(argv), ["stitch_matrix.py", *argv], progress=False)
     run = fashion_results / "m"
@@ -152,8 +152,8 @@ def test_two_by_two_matrix_end_to_end_equals_single_stitches(fashion_results):
             # The matrix's CKA (all pairs in one pass) is each cell's own front/end CKA, on the same test images;
             # float32 Grams of <= 256 features: relative rounding far below 1e-4.
             assert cka.loc[s, r] == pytest.approx(cell["cka"], rel=1e-4)
-    assert cell["stitch"]["mode"] == "conv1x1"
-    assert load_result(run / "cells" / "bn6--bn7.pkl")["stitch"]["mode"] == "strided_conv"
+    assert cell["stitch"]["kind"] == "conv1x1"
+    assert load_result(run / "cells" / "bn6--bn7.pkl")["stitch"]["kind"] == "strided_conv"
     assert len(load_summaries(run)) == 4
     saved = pd.read_pickle(path)
     assert saved["matrix"].equals(summary["matrix"]) and set(saved["spearman"]) == {"trained"}
@@ -167,7 +167,7 @@ def test_two_by_two_matrix_end_to_end_equals_single_stitches(fashion_results):
     single = load_result(stitch_from_args(job, ["stitch_nets.py"]))
     cell = load_result(run / "cells" / "bn6--bn7.pkl")
     assert single["model_results"] == cell["model_results"]
-    # the matrix caches the validation and test passes, the least-squares targets and the measured receiver
+    # the matrix caches the validation and test passes, the least-squares targets and the measured end
     # activations per layer: each equals the single stitch's live pass exactly
     for key in ("cka", "cka_frank", "cka_ps_inv", "l2", "l2_frank", "l2_ps_inv", "measure_samples"):
         assert single[key] == cell[key], key
@@ -176,7 +176,7 @@ def test_two_by_two_matrix_end_to_end_equals_single_stitches(fashion_results):
     for key in ("before", "after", "ps_inv"):
         assert np.array_equal(single["trans_m"][key]["w"], cell["trans_m"][key]["w"])
     # A cache budget that holds bn6's training activations but not bn6's and bn8's together: no one-pass prefill
-    # of the senders, bn6's validation and test passes run live, bn8's are cached per layer. Same numbers.
+    # of the front_layers, bn6's validation and test passes run live, bn8's are cached per layer. Same numbers.
     limit = 1.1 * 64 * 4 * 4 * 4 * summary["train_samples"] / 2**30
     tight = [*argv[:-1], "tight", "--cache-limit-gb", f"{limit:.9f}"]
     run_matrix(stitch_matrix.parse_args(tight), ["stitch_matrix.py", *tight], progress=False)
@@ -194,7 +194,7 @@ def test_self_stitch_with_the_identity_reproduces_the_network_exactly(fashion_re
     """SENDER == RECEIVER, same layer, -i eye: the initial stitch is the identity, so the stitched network is the
     network itself - same predictions on every test image, hence exactly the same accuracy. Training moves the
     stitch (lr must be > 0), so the init is evaluated from the cell's pickle, as eval_stitch.py ... before does."""
-    argv = [RECEIVER, RECEIVER, "--sender-layers", "bn8", "--receiver-layers", "bn8", "-i", "eye", *QUICK,
+    argv = [RECEIVER, RECEIVER, "--front-layers", "bn8", "--end-layers", "bn8", "-i", "eye", *QUICK,
             "-o", str(fashion_results), "--run-name", "self"]
     run_matrix(stitch_matrix.parse_args(argv), ["stitch_matrix.py", *argv], progress=False)
     cell = fashion_results / "self" / "cells" / "bn8--bn8.pkl"
@@ -211,14 +211,14 @@ def test_random_controls_are_the_iteration_0_checkpoint_or_a_seeded_fresh_networ
     from src.matrix.plan import Plan, random_checkpoint
     from src.matrix.run import _write_random_networks
 
-    assert random_checkpoint(SENDER, "sender", tmp_path, 7)["checkpoint"] == str(TINY / "in0-gn0" / "0.pt")
+    assert random_checkpoint(SENDER, "front", tmp_path, 7)["checkpoint"] == str(TINY / "in0-gn0" / "0.pt")
     lonely = tmp_path / "lonely" / "final.pt"
     lonely.parent.mkdir()
     lonely.write_bytes((TINY / "in0-gn0" / "8580.pt").read_bytes())
-    control = random_checkpoint(str(lonely), "sender", tmp_path / "run", 7)
-    assert control["seed"] == 7 and control["checkpoint"] == str(tmp_path / "run" / "controls" / "random_sender.pt")
+    control = random_checkpoint(str(lonely), "front", tmp_path / "run", 7)
+    assert control["seed"] == 7 and control["checkpoint"] == str(tmp_path / "run" / "controls" / "random_front.pt")
     _, meta = load_checkpoint(str(lonely))
-    plan = Plan(tmp_path / "run", [], [], {}, {"random_sender": control}, [], None)
+    plan = Plan(tmp_path / "run", [], [], {}, {"random_front": control}, [], None)
     pair = type("P", (), {"front_meta": meta, "end_meta": meta})()
     _write_random_networks(plan, pair)
     model, saved = load_checkpoint(control["checkpoint"])

@@ -47,9 +47,9 @@ def _check(stitch, x, expected64, n_terms):
 
 def test_strided_conv_is_a_1x1_stitch_after_space_to_depth():
     stitch = _stitch((3, 8, 6), (5, 4, 3))
-    assert stitch.mode == "strided_conv" and (stitch.in_features, stitch.out_features) == (12, 5)
+    assert stitch.kind.name == "strided_conv" and (stitch.in_features, stitch.out_features) == (12, 5)
     x = torch.randn(4, 3, 8, 6)
-    # space to depth by hand: channel (c, i, j) of receiver pixel (h, w) is sender pixel (2h + i, 2w + j) of channel c
+    # space to depth by hand: channel (c, i, j) of end pixel (h, w) is front pixel (2h + i, 2w + j) of channel c
     depth = x.double().reshape(4, 3, 4, 2, 3, 2).permute(0, 1, 3, 5, 2, 4).reshape(4, 12, 4, 3)
     _check(stitch, x, _one_by_one(depth, stitch), 12)
     assert stitch.param_dict()["w"].shape == (5, 3, 2, 2)
@@ -57,7 +57,7 @@ def test_strided_conv_is_a_1x1_stitch_after_space_to_depth():
 
 def test_upsampling_stitch_is_a_1x1_stitch_on_the_repeated_map():
     stitch = _stitch((4, 2, 3), (6, 6, 9))
-    assert stitch.mode == "upsample_conv1x1" and (stitch.in_features, stitch.out_features) == (4, 6)
+    assert stitch.kind.name == "upsample_conv1x1" and (stitch.in_features, stitch.out_features) == (4, 6)
     x = torch.randn(3, 4, 2, 3)
     repeated = x.double().repeat_interleave(3, dim=2).repeat_interleave(3, dim=3)
     _check(stitch, x, _one_by_one(repeated, stitch), 4)
@@ -86,7 +86,7 @@ def _nearest(x: torch.Tensor, size) -> torch.Tensor:
 @pytest.mark.parametrize("front_hw,end_hw", [((13, 13), (9, 9)), ((4, 4), (9, 9)), ((13, 4), (9, 9)), ((28, 28), (13, 13))])
 def test_resample_stitch_is_a_1x1_stitch_after_area_averaging_down_and_nearest_up(front_hw, end_hw):
     stitch = _stitch((3, *front_hw), (5, *end_hw))
-    assert stitch.mode == "resample_conv1x1"
+    assert stitch.kind.name == "resample_conv1x1"
     x = torch.randn(2, 3, *front_hw)
     down = (min(front_hw[0], end_hw[0]), min(front_hw[1], end_hw[1]))
     resized = _nearest(_area_average(x.double(), down), end_hw)  # per dimension: average what shrinks, repeat what grows
@@ -95,7 +95,7 @@ def test_resample_stitch_is_a_1x1_stitch_after_area_averaging_down_and_nearest_u
 
 def test_pool_linear_is_a_linear_map_of_the_channel_means():
     stitch = _stitch((6, 5, 4), (7,), pool=True)
-    assert stitch.mode == "pool_linear"
+    assert stitch.kind.name == "pool_linear"
     x = torch.randn(3, 6, 5, 4)
     w, b = stitch.matrix().detach().double(), stitch.bias.detach().double()
     _check(stitch, x, x.double().mean(dim=(2, 3)) @ w.T + b, 6)
@@ -104,7 +104,7 @@ def test_pool_linear_is_a_linear_map_of_the_channel_means():
 def test_feature_map_into_vector_flattens_and_vector_into_feature_map_reshapes():
     into_vector = _stitch((2, 3, 3), (7,))
     into_map = _stitch((7,), (2, 3, 3), seed=1)
-    assert into_vector.mode == into_map.mode == "flatten"
+    assert into_vector.kind.name == into_map.kind.name == "flatten"
     x = torch.randn(4, 2, 3, 3)
     w, b = into_vector.matrix().detach().double(), into_vector.bias.detach().double()
     _check(into_vector, x, x.double().reshape(4, 18) @ w.T + b, 18)
@@ -137,6 +137,8 @@ KIND_SHAPES = {
     "conv1x1": ((3, 4, 4), (5, 4, 4)), "strided_conv": ((2, 6, 4), (4, 3, 2)), "upsample_conv1x1": ((3, 2, 2), (4, 6, 6)),
     "resample_conv1x1": ((3, 7, 5), (4, 3, 8)), "linear": ((6,), (4,)), "flatten": ((2, 3, 2), (5,)),
     "pool_linear": ((5, 3, 3), (4,)),
+    "tokens": ((17, 3), (65, 4)), "tokens_to_map": ((17, 3), (4, 3, 5)), "map_to_tokens": ((3, 5, 4), (17, 4)),
+    "tokens_pool": ((10, 3), (4,)),
 }
 
 
@@ -145,7 +147,7 @@ def test_every_registered_kind_has_a_least_squares_case():
 
 
 def _generated_fit(kind, seed=0, rank=None, batches=4, n=40):
-    """Synthetic sender activations, the receiver's made by the kind's own (reference-checked) map in float64."""
+    """Synthetic front activations, the end network's made by the kind's own (reference-checked) map in float64."""
     front_shape, end_shape = KIND_SHAPES[kind]
     gen = torch.Generator().manual_seed(seed)
     truth = AffineStitch(front_shape, end_shape, kind).double()
@@ -235,7 +237,9 @@ def test_every_kind_round_trips_through_its_pickled_weights_low_rank_included(ki
 
 
 def test_results_record_their_kind_and_old_results_rebuild_as_then():
-    assert recorded_kind({"params": {}, "stitch": {"mode": "strided_conv"}}) == "strided_conv"
+    assert recorded_kind({"params": {}, "stitch": {"kind": "strided_conv", "description": "strided_conv: ..."}}) == "strided_conv"
+    # before the rename the name was under 'mode' and 'kind' held the description
+    assert recorded_kind({"params": {}, "stitch": {"mode": "strided_conv", "kind": "strided_conv: 64x4x4 -> 64x2x2"}}) == "strided_conv"
     assert recorded_kind({"params": {"flatten": True}, "stitch": {"mode": "flatten"}}) == "flatten"
     assert recorded_kind({"params": {"flatten": True}}) == "flatten"
     assert recorded_kind({"params": {"flatten": False}}) is None  # chosen from the shapes: conv1x1 or linear, as then

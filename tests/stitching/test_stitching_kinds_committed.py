@@ -25,7 +25,7 @@ def test_stitch_across_spatial_sizes_trains_and_eval_stitch_reproduces_its_accur
                     max_samples=SAMPLES, measure_samples=500, out_dir=str(tmp_path), run_name="kinds")
     path = stitch_from_args(job, ["test"])
     result = load_result(path)
-    assert result["stitch"]["mode"] == kind and result["params"]["pool"] is False
+    assert result["stitch"]["kind"] == kind and result["params"]["pool"] is False
     accuracies = result["model_results"]
     # 15 iterations from the least-squares start, fitted on 2000 images: both far above chance (0.1 +- 0.007 on
     # 2000 test images); bn3 -> bn5 skips two convolutions, so its least-squares stitch reaches only ~0.4 here

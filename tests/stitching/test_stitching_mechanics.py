@@ -132,12 +132,12 @@ def test_shapes_pick_their_stitch_kind_and_wrong_layers_are_clear_errors():
     x = torch.randn(2, 1, 32, 32)
     for end_layer, kind in (("pool1", "resample_conv1x1"), ("fc1", "flatten")):
         frank = build_frank(tiny, lenet, "bn3", end_layer, (1, 32, 32))
-        assert frank.stitch.mode == kind and frank(x).shape == (2, 10)
-    assert build_frank(tiny, lenet, "bn3", "fc1", (1, 32, 32), pool=True).stitch.mode == "pool_linear"
+        assert frank.stitch.kind.name == kind and frank(x).shape == (2, 10)
+    assert build_frank(tiny, lenet, "bn3", "fc1", (1, 32, 32), pool=True).stitch.kind.name == "pool_linear"
     with pytest.raises(UserError, match=r"layer 'bn33' does not exist in Tiny10; valid layers: conv1, bn1"):
         build_frank(tiny, tiny, "bn33", "bn3", (1, 32, 32))
     frank = build_frank(tiny, lenet, "bn3", "conv2", (1, 32, 32), flatten=True)  # pixel to pixel always fits
-    assert frank.stitch.mode == "flatten" and frank(x).shape == (2, 10)
+    assert frank.stitch.kind.name == "flatten" and frank(x).shape == (2, 10)
 
 
 def test_different_widths_work_for_ps_inv_and_random_but_not_eye_perm_ones():

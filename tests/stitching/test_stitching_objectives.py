@@ -1,4 +1,4 @@
-"""--objective mse: gradient training of an affine stitch on the MSE to the receiver's activation converges to the
+"""--objective mse: gradient training of an affine stitch on the MSE to the end network's activation converges to the
 closed-form least-squares fit (ps_inv), checked against a bound from the gradient at the stopping point."""
 from collections import OrderedDict
 
@@ -55,7 +55,7 @@ def test_mse_training_converges_to_the_least_squares_fit(one_thread, stride, kin
     with torch.no_grad():
         front_act, end_act = front_model.conv(x).tanh(), end_model.conv(x).tanh()
     stitch = make_stitch(front_act.shape[1:], end_act.shape[1:])
-    assert stitch.mode == kind
+    assert stitch.kind.name == kind
     frank = FrankensteinNet(front_model, end_model, "act", "act", stitch)
 
     # The loss is mean over rows x outputs of (X~ theta - Y)^2 with X~ = [design rows, 1]: its Hessian is

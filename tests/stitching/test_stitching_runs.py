@@ -64,7 +64,7 @@ def test_result_pickle_has_the_reference_keys_and_plain_values(nets, tmp_path):
     row = pd.read_csv(path.with_suffix(".csv")).loc[0]
     assert row["trans_acc"] == pytest.approx(result["model_results"]["trans"]["acc"])
     # the row says how the stitch was made, not only what it scored
-    assert (row["stitch_kind"], row["schedule"], row["seed"]) == (result["stitch"]["mode"], result["params"]["schedule"],
+    assert (row["stitch_kind"], row["schedule"], row["seed"]) == (result["stitch"]["kind"], result["params"]["schedule"],
                                                                   result["params"]["seed"])
     assert len(load_summaries(tmp_path / "res")) == 1
 
@@ -84,7 +84,7 @@ def test_pickle_round_trips_through_eval_stitch(nets, tmp_path):
     assert measured["results"]["cka"] == pytest.approx(result["cka_frank"], abs=1e-6)
     done = subprocess.run([sys.executable, "eval_stitch.py", str(path), "after", "--json"], cwd=REPO,
                           capture_output=True, text=True)
-    assert done.returncode == 0 and '"stitch": "after"' in done.stdout
+    assert done.returncode == 0 and '"weights": "after"' in done.stdout
 
 
 @pytest.mark.parametrize("layers,options,kind", [
@@ -97,7 +97,7 @@ def test_pickle_round_trips_through_eval_stitch(nets, tmp_path):
 def test_every_stitch_kind_runs_end_to_end_and_rebuilds_from_its_pickle(nets, tmp_path, layers, options, kind):
     path = stitch(nets, tmp_path, "tiny0", "tiny1", layers, "-i", "ps_inv", *options)
     result = load_result(path)
-    assert result["stitch"]["mode"] == kind and kind in result["stitch"]["kind"]
+    assert result["stitch"]["kind"] == kind and kind in result["stitch"]["description"]
     for mode, key in (("after", "trans"), ("ps_inv", "ps_inv")):
         again = evaluate_stitch(path, mode)
         assert again["acc"] == pytest.approx(result["model_results"][key]["acc"])
@@ -140,7 +140,7 @@ def test_cross_architecture_and_width_stitch(nets, tmp_path):
     result = load_result(stitch(nets, tmp_path, "narrow", "wide", ("layer2.0", "layer2.0"), "-i", "ps_inv"))
     assert result["shapes"] == {"front": [32, 16, 16], "end": [64, 16, 16]} and result["l2"] is None
     result = load_result(stitch(nets, tmp_path, "lenet", "tiny1", ("relu3", "relu8"), "-f", "-i", "ps_inv", run="x"))
-    assert result["stitch"]["mode"] == "flatten" and result["trans_m"]["after"]["w"].shape == (256, 120)
+    assert result["stitch"]["kind"] == "flatten" and result["trans_m"]["after"]["w"].shape == (256, 120)
 
 
 def test_cached_front_activations_train_like_the_live_network(nets, tmp_path):

@@ -1,9 +1,9 @@
-"""Feature map into feature map through a 1x1 convolution: same size, or resampled to the receiver's size.
+"""Feature map into feature map through a 1x1 convolution: same size, or resampled to the end network's size.
 
 - ``conv1x1``: equal H x W; a 1x1 convolution (channel to channel, every pixel alike).
-- ``upsample_conv1x1``: the receiver is larger by an integer factor k in both H and W; nearest
+- ``upsample_conv1x1``: the end is larger by an integer factor k in both H and W; nearest
   upsampling by k (every front pixel repeated into a k x k block), then a 1x1 convolution.
-- ``resample_conv1x1``: any other pair of sizes; the front map is resampled to the receiver's
+- ``resample_conv1x1``: any other pair of sizes; the front map is resampled to the end network's
   H x W, then a 1x1 convolution. Each dimension is resampled on its own: a dimension that shrinks
   is area-averaged (``F.adaptive_avg_pool2d``: output pixel i averages input pixels
   floor(i*in/out) .. ceil((i+1)*in/out)-1, so windows overlap when the ratio is not an integer),
@@ -14,7 +14,7 @@
 Averaging and nearest resampling act on each channel alone and their weights sum to one, so they
 commute with a 1x1 convolution including its bias; ``forward`` therefore runs the convolution at
 the smaller resolution (after averaging, before upsampling), the least-squares design resamples the
-front map to the receiver's size first - the same map, up to float rounding.
+front map to the end network's size first - the same map, up to float rounding.
 """
 from typing import ClassVar, Optional, Sequence
 
@@ -71,7 +71,7 @@ class Conv1x1(StitchKind):
 
 class ResampleConv1x1(Conv1x1):
     name = "resample_conv1x1"
-    summary = ("feature maps of any other sizes: resample to the receiver's H x W (area averaging down, "
+    summary = ("feature maps of any other sizes: resample to the end network's H x W (area averaging down, "
                "nearest up, per dimension), then 1x1 convolution")
 
     @classmethod
@@ -96,19 +96,19 @@ def integer_ratio(large: Shape, small: Shape) -> Optional[int]:
 
 class IntegerScale:
     """Mixin of the kinds whose two feature maps differ by one integer factor k >= 2 in H and W
-    (``sender_larger``: the sender's map is the larger one)."""
+    (``front_larger``: the front network's map is the larger one)."""
 
-    sender_larger: ClassVar[bool] = True
+    front_larger: ClassVar[bool] = True
 
     @classmethod
     def ratio(cls, front_shape: Shape, end_shape: Shape) -> Optional[int]:
-        return integer_ratio(front_shape, end_shape) if cls.sender_larger else integer_ratio(end_shape, front_shape)
+        return integer_ratio(front_shape, end_shape) if cls.front_larger else integer_ratio(end_shape, front_shape)
 
     @classmethod
     def misfit(cls, front_shape, end_shape):
         why = both_maps(front_shape, end_shape)
         if why is None and cls.ratio(front_shape, end_shape) is None:
-            large, small = ("sender", "receiver") if cls.sender_larger else ("receiver", "sender")
+            large, small = ("front", "end") if cls.front_larger else ("end", "front")
             why = f"the {large}'s H and W must both be the same integer multiple k >= 2 of the {small}'s"
         return why
 
@@ -119,8 +119,8 @@ class IntegerScale:
 
 class UpsampleConv1x1(IntegerScale, ResampleConv1x1):
     name = "upsample_conv1x1"
-    summary = "receiver larger by an integer factor k in H and W: nearest upsampling by k, then 1x1 convolution"
-    sender_larger = False
+    summary = "end larger by an integer factor k in H and W: nearest upsampling by k, then 1x1 convolution"
+    front_larger = False
 
     def describe(self) -> str:
         return f"{super().describe()} (nearest upsampling by {self.factor})"

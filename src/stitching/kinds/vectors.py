@@ -1,8 +1,8 @@
 """Stitches through a Linear layer: vectors, flattened tensors, pooled feature maps.
 
 - ``linear``: vector (D,) into vector (D',).
-- ``flatten``: the whole flattened sender tensor into the whole flattened receiver tensor, reshaped
-  to the receiver's shape. Chosen for any shapes with ``--flatten`` (pixel to pixel), and without it
+- ``flatten``: the whole flattened front tensor into the whole flattened end tensor, reshaped
+  to the end network's shape. Chosen for any shapes with ``--flatten`` (pixel to pixel), and without it
   for a feature map or a token sequence into a vector (flatten + linear; ``--pool`` averages instead:
   ``pool_linear``, ``tokens_pool``) and a vector into a feature map or a token sequence (linear + reshape).
 - ``pool_linear`` (``--pool``): a feature map into a vector by global average pooling over H x W,
