@@ -13,13 +13,15 @@ A bare state_dict (as the reference repository published) loads too, when the mo
 dataset are given, because nothing in such a file says what it is.
 
 Before loading, a zip checkpoint (what ``torch.save`` writes) is checked against the CRC-32 that
-the archive stores for every record, so a damaged file is refused rather than loaded as weights
-with random bytes in them; the reference's older non-zip files carry no checksum and load as they
-are. :func:`checkpoint_digest` is the SHA-256 that stitching results record of each checkpoint.
+the archive stores for every record, and for bytes appended after the archive's end, so a damaged
+file is refused rather than loaded as weights with random bytes in them; the reference's older
+non-zip files carry no checksum and load as they are. Weights holding NaN or infinity are refused
+too (:func:`check_finite_weights`), naming the tensor. :func:`checkpoint_digest` is the SHA-256 that stitching results record of each checkpoint.
 """
 import hashlib
 import pickle
 import re
+import struct
 import zipfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -56,10 +58,29 @@ def read_checkpoint(path) -> Tuple[Dict[str, torch.Tensor], Optional[Dict[str, A
             IndexError, TypeError, AttributeError, AssertionError) as err:  # torch on a damaged or foreign file
         raise UserError(_load_error(path, err)) from err
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        return obj["state_dict"], obj["meta"]
-    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return obj, None
-    raise UserError(f"{path} holds neither a checkpoint of this project nor a state_dict")
+        state, meta = obj["state_dict"], obj["meta"]
+    elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        state, meta = obj, None
+    else:
+        raise UserError(f"{path} holds neither a checkpoint of this project nor a state_dict")
+    check_finite_weights(state, path)
+    return state, meta
+
+
+def check_finite_weights(state: Dict[str, Any], path) -> None:
+    """Refuse weights holding NaN or infinity (a diverged run, a damaged file) in one line naming the tensor.
+
+    Every script that loads a checkpoint (eval_net, stitch_nets, compare_nets, compare_layers, and the
+    checkpoints eval_stitch / compare_frank_m2 rebuild a stitch from) goes through here, so all refuse
+    such weights alike, with the words model specs' weights files are refused with.
+    """
+    for key, tensor in state.items():
+        if isinstance(tensor, torch.Tensor) and (tensor.is_floating_point() or tensor.is_complex()) \
+                and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise UserError(f"the weights in {path} are not finite: tensor {key!r} holds {bad} NaN or infinite "
+                            f"value(s) of {tensor.numel()}; the training diverged or the file is damaged, use "
+                            f"an earlier snapshot")
 
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -93,6 +114,10 @@ def verify_archive(path) -> None:
         raise UserError(f"{path} is not a readable PyTorch checkpoint ({_first_line(err)})") from err
     try:
         with archive:
+            trailing = _bytes_after_archive(archive.fp)
+            if trailing:
+                raise zipfile.BadZipFile(f"{trailing} byte{'s' if trailing != 1 else ''} follow the end of its zip "
+                                         f"archive" if trailing > 0 else "its zip archive is cut short")
             for info in archive.infolist():
                 if info.CRC == 0:
                     continue
@@ -102,6 +127,27 @@ def verify_archive(path) -> None:
     except (zipfile.BadZipFile, EOFError, ValueError, OSError) as err:
         raise UserError(f"{path} is damaged ({_first_line(err)}): it changed after it was written; "
                         f"restore it from a copy or retrain the model") from err
+
+
+_END_OF_ARCHIVE = b"PK\x05\x06"  # the end-of-central-directory record: 22 bytes and a comment, last in the file
+_END_RECORD_SIZE = 22
+
+
+def _bytes_after_archive(handle) -> int:
+    """How many bytes follow the zip archive's last record (negative: its comment runs past the end of the file).
+
+    zipfile finds that record by searching the file's last 64 KiB, as here, and ignores what comes after it;
+    torch.save never writes anything there, so bytes after it mean the file was changed (appended to).
+    """
+    handle.seek(0, 2)
+    size = handle.tell()
+    handle.seek(max(0, size - _END_RECORD_SIZE - 0xFFFF - 1024))
+    tail = handle.read()
+    start = tail.rfind(_END_OF_ARCHIVE)
+    if start < 0 or len(tail) - start < _END_RECORD_SIZE:
+        return 0  # zipfile found its end record elsewhere (or failed already): nothing to add
+    (comment_size,) = struct.unpack("<H", tail[start + 20:start + 22])
+    return len(tail) - (start + _END_RECORD_SIZE + comment_size)
 
 
 def _first_line(err: Exception) -> str:
