@@ -19,10 +19,12 @@ import numpy as np
 import torch
 
 from src.config import get_config
+from src.data import DataSource
 from src.errors import UserError
 from src.features import select_layers
 from src.models.blocks import block_outputs
 from src.models.describe import display_name
+from src.models.networks import load_network, module_ref, network_kind, random_copy
 from src.stitching.cut import INPUT_LAYER
 from src.stitching.job import StitchJob
 from src.stitching.run import Pair, build_cell, load_pair, run_dir
@@ -63,12 +65,13 @@ class Plan:
     run_folder: Path
     front_layers: List[str]
     end_layers: List[str]
-    checkpoints: Dict[str, Tuple[str, str]]  # variant -> (front checkpoint, end checkpoint)
+    checkpoints: Dict[str, Tuple[str, str]]  # variant -> (front network, end network): references (src.models.networks)
     controls: Dict[str, Dict[str, Any]]  # random_front / random_end -> where the random network comes from
     cells: List[Cell]
     base: StitchJob
     labels: Tuple[List[str], List[str]] = field(default_factory=lambda: ([], []))
     names: Tuple[str, str] = ("front", "end")  # e.g. 'Tiny10 in0-gn0-8580'
+    weights: Dict[str, Tuple[Optional[str], Optional[str]]] = field(default_factory=dict)  # variant -> weights files
 
 
 def table_name(table: str, variant: str) -> str:
@@ -117,16 +120,28 @@ def joins_run(mjob: MatrixJob) -> bool:
 
 
 def random_checkpoint(checkpoint: str, role: str, run_folder: Path, seed: int) -> Dict[str, Any]:
-    """Where the random-weight control of ``checkpoint`` comes from: its run's ``0.pt`` or a fresh network."""
+    """Where the random-weight control of a network comes from: a checkpoint's iteration-0 ``0.pt`` beside it, or a
+    freshly initialised network of the same architecture: a checkpoint written under ``<run>/controls/`` (the weights
+    file of a model spec, the checkpoint of a zoo model), or, for a module from Python, a re-initialised copy."""
+    kind = network_kind(checkpoint)
+    fresh = f"freshly initialised network of the same architecture (seed {seed})"
+    if kind == "module":
+        return {"checkpoint": module_ref(random_copy(load_network(checkpoint)[0], seed)), "weights": None,
+                "seed": seed, "source": f"re-initialised copy of the module (seed {seed})"}
+    if kind == "spec":
+        return {"checkpoint": checkpoint, "weights": str(run_folder / "controls" / f"random_{role}.pt"), "seed": seed,
+                "source": fresh}
     zero = Path(checkpoint).parent / "0.pt"
     if zero.is_file() and zero.resolve() != Path(checkpoint).resolve():
-        return {"checkpoint": str(zero), "source": "iteration-0 checkpoint of the same run", "seed": None}
-    return {"checkpoint": str(run_folder / "controls" / f"random_{role}.pt"), "seed": seed,
-            "source": f"freshly initialised network of the same architecture (seed {seed})"}
+        return {"checkpoint": str(zero), "weights": None, "source": "iteration-0 checkpoint of the same run",
+                "seed": None}
+    return {"checkpoint": str(run_folder / "controls" / f"random_{role}.pt"), "weights": None, "seed": seed,
+            "source": fresh}
 
 
-def plan_matrix(mjob: MatrixJob, config=None) -> Tuple[Plan, Pair]:
-    """Every cell of the matrix, checked before anything is written or trained: options, layers, shapes."""
+def plan_matrix(mjob: MatrixJob, config=None, data: Optional[DataSource] = None) -> Tuple[Plan, Pair]:
+    """Every cell of the matrix, checked before anything is written or trained: options, layers, shapes.
+    ``data``: the user's own data (:class:`~src.data.source.UserData`), else the job's data set."""
     base = mjob.job
     base.check(matrix=True)
     config = config or get_config()
@@ -136,7 +151,7 @@ def plan_matrix(mjob: MatrixJob, config=None) -> Tuple[Plan, Pair]:
     if not joins_run(mjob):
         refuse_existing_run(run_folder, base.overwrite)
     check_writable_dir(run_folder)
-    pair = load_pair(base, config)
+    pair = load_pair(base, config, data)
     check_compatible(pair)
     check_input_stitch(pair.dataset, mjob.front_layers, mjob.end_layers)
     example = torch.zeros(2, *pair.input_shape, device=pair.device)
@@ -149,20 +164,30 @@ def plan_matrix(mjob: MatrixJob, config=None) -> Tuple[Plan, Pair]:
             build_cell(pair, replace(base, front_layer=s, end_layer=r))
     checkpoints = {"trained": (base.front_model, base.end_model)}
     controls: Dict[str, Dict[str, Any]] = {}
+    weights = {"trained": (base.front_weights, base.end_weights)}
     if mjob.controls:
         controls["random_front"] = random_checkpoint(base.front_model, "front", run_folder, mjob.control_seed)
         controls["random_end"] = random_checkpoint(base.end_model, "end", run_folder, mjob.control_seed + 1)
         checkpoints["random_front"] = (controls["random_front"]["checkpoint"], base.end_model)
         checkpoints["random_end"] = (base.front_model, controls["random_end"]["checkpoint"])
+        weights["random_front"] = (controls["random_front"]["weights"], base.end_weights)
+        weights["random_end"] = (base.front_weights, controls["random_end"]["weights"])
     objective = "task" if base.objective == "both" else base.objective  # both: the mse twins run beside (evess)
-    cells = [Cell(variant, replace(base, front_model=checkpoints[variant][0], end_model=checkpoints[variant][1],
-                                   front_layer=s, end_layer=r, objective=objective), cell_path(run_folder, variant, s, r))
+    cells = [Cell(variant, variant_job(base, checkpoints[variant], weights[variant], front_layer=s, end_layer=r,
+                                       objective=objective), cell_path(run_folder, variant, s, r))
              for variant in checkpoints for s in front_layers for r in end_layers]
     # With the blocks preset a layer's label starts with its number: the blocks before it (Hernandez et al.).
     labels = tuple([f"{i} {name}" if BLOCKS in patterns else name for i, name in enumerate(names)]
                    for names, patterns in ((front_layers, mjob.front_layers), (end_layers, mjob.end_layers)))
     names = (display_name(pair.front_meta, base.front_model), display_name(pair.end_meta, base.end_model))
-    return Plan(run_folder, front_layers, end_layers, checkpoints, controls, cells, base, labels, names), pair
+    return Plan(run_folder, front_layers, end_layers, checkpoints, controls, cells, base, labels, names, weights), pair
+
+
+def variant_job(base: StitchJob, networks: Tuple[str, str], weights: Tuple[Optional[str], Optional[str]],
+                **changes) -> StitchJob:
+    """``base`` with the networks of one variant (and their weights files) and ``changes``."""
+    return replace(base, front_model=networks[0], end_model=networks[1], front_weights=weights[0],
+                   end_weights=weights[1], **changes)
 
 
 @dataclass
@@ -179,7 +204,8 @@ def matrix_job_from_info(info: Dict[str, Any], folder: Path):
     """The :class:`MatrixJob` that wrote ``folder`` (for ``--collect``)."""
     p = info["parameters"]
     names = {f.name for f in fields(StitchJob)}
-    job = StitchJob(front_model=p["front"], end_model=p["end"],
+    job = StitchJob(front_model=p["front"], end_model=p["end"], front_weights=p.get("front_weights"),
+                    end_weights=p.get("end_weights"),
                     out_dir=str(Path(folder).resolve().parent), run_name=Path(folder).resolve().name,
                     **{k: v for k, v in p["job"].items() if k in names})
     return MatrixJob(job=job, resume=True, **{name: p[name] for name in MATRIX_FIELDS})

@@ -17,17 +17,20 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 
+import torch
 from tqdm import tqdm
 
 from src.config import get_config, resolve_device
 from src.distributed import barrier, main_does, session
-from src.models import create_model
 from src.models.checkpoint import save_checkpoint
-from src.results_io import claim_output, try_claim
+from src.models.networks import network_kind, random_network
+from src.results_io import atomic_write, claim_output, try_claim
 from src.stitching.run import EVAL_BATCH, Pair, build_cell, load_pair, run_stitch, write_result
 from src.matrix.caches import MatrixCaches
 from src.matrix.evess import SimilarityTwins, mse_cell_path
-from src.matrix.plan import Cell, Done, MatrixJob, Plan, joins_run, matrix_job_from_info, plan_matrix, refuse_existing_run
+from src.data import DataSource
+from src.matrix.plan import (Cell, Done, MatrixJob, Plan, joins_run, matrix_job_from_info, plan_matrix,
+                              refuse_existing_run, variant_job)
 from src.matrix.resume import finished_result, remove_leftovers
 from src.matrix.runinfo import (RUN_INFO, check_same_run, publish_once, publish_or_check,
                                 read_run_info, run_parameters)
@@ -41,14 +44,20 @@ SWEEP_TIMEOUT = timedelta(days=7)
 
 
 def _write_random_networks(plan: Plan, pair: Pair) -> None:
-    for variant, meta in (("random_front", pair.front_meta), ("random_end", pair.end_meta)):
+    """The control networks' files (a zoo checkpoint, or a model spec's weights file), once per run folder: a
+    resumed run or another shard must stitch the very same file (its digest is checked)."""
+    for variant, ref, meta in (("random_front", plan.base.front_model, pair.front_meta),
+                               ("random_end", plan.base.end_model, pair.end_meta)):
         control = plan.controls.get(variant)
-        if control is None or control["seed"] is None:
+        if control is None or control["seed"] is None or network_kind(ref) == "module":
             continue
-        model = create_model(meta["model"], n_classes=meta["n_classes"], n_channels=meta["n_channels"], seed=control["seed"])
-        info = {k: v for k, v in meta.items() if k != "provenance"}
+        model = random_network(ref, meta, control["seed"], pair.info)
+        if network_kind(ref) == "spec":
+            state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            publish_once(Path(control["weights"]), lambda tmp: atomic_write(tmp, lambda f: torch.save(state, f)))
+            continue
+        info = {k: v for k, v in meta.items() if k not in ("provenance", "network")}
         info.update(init_seed=control["seed"], epoch=0, iteration=0, random_control=True)
-        # once per run folder: a resumed run or another shard must stitch the very same file (its digest is checked)
         publish_once(Path(control["checkpoint"]), lambda tmp: save_checkpoint(tmp, model.eval(), info))
 
 
@@ -62,13 +71,15 @@ def _clear_previous(run_folder: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def run_matrix(mjob: MatrixJob, argv=None, progress: Optional[bool] = None) -> Tuple[Optional[Path], Optional[Dict[str, Any]]]:
+def run_matrix(mjob: MatrixJob, argv=None, progress: Optional[bool] = None,
+               data: Optional[DataSource] = None) -> Tuple[Optional[Path], Optional[Dict[str, Any]]]:
     """Plan, run the cells, write the tables, ``matrix.png`` and (last) ``matrix.pkl``; returns its path and content.
 
     Under torchrun each rank runs its slice of the cells (:func:`src.matrix.shard.cells_for`) on its own
     device; rank 0 prepares the run folder, waits for all ranks and writes the matrix files. With
     ``shard`` only that slice's cell files are written (``(None, None)`` is returned; ``--collect`` makes
     the tables). Cells whose pickle is finished with the same parameters are skipped (``--resume``).
+    ``data``: the user's own data (:class:`~src.data.source.UserData`), else the job's data set.
     """
     started_all = time.perf_counter()
     requested = resolve_device(mjob.job.device or get_config().device)
@@ -76,7 +87,7 @@ def run_matrix(mjob: MatrixJob, argv=None, progress: Optional[bool] = None) -> T
     with session(requested, timeout=SWEEP_TIMEOUT) as world:
         if world.distributed:
             mjob = replace(mjob, job=replace(mjob.job, device=str(world.device)))
-        plan, trained_pair = plan_matrix(mjob)
+        plan, trained_pair = plan_matrix(mjob, data=data)
         barrier()  # every rank has checked the run folder before rank 0 creates it
         claim = None
         if world.is_main and mjob.shard is None:  # shards of a job array share the folder (each cell is claimed)
@@ -114,8 +125,8 @@ def _load_pairs(plan: Plan, trained_pair: Pair) -> Dict[str, Pair]:
     pairs = {"trained": trained_pair}
     for variant in plan.checkpoints:
         if variant not in pairs:
-            front, end = plan.checkpoints[variant]
-            pairs[variant] = load_pair(replace(plan.base, front_model=front, end_model=end))
+            job = variant_job(plan.base, plan.checkpoints[variant], plan.weights.get(variant, (None, None)))
+            pairs[variant] = load_pair(job, data=trained_pair.data)
     return pairs
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict
 
 from src.errors import UserError
+from src.models.networks import network_path
 from src.provenance import jsonable
 from src.results_io import atomic_write
 
@@ -19,7 +20,7 @@ FORMAT = "drfrank-stitch-matrix-run"
 VERSION = 1
 #: StitchJob fields that say where or how a process runs, not what it computes (never compared).
 LOCAL_FIELDS = ("device", "overwrite", "out_dir", "run_name", "front_model", "end_model", "front_layer", "end_layer",
-                "download")
+                "download", "front_weights", "end_weights")
 MATRIX_FIELDS = ("front_layers", "end_layers", "controls", "control_seed", "depth_axes")
 #: What a run.json written before the matrix named its networks front / end called them (sender / receiver).
 OLD_NAMES = {"sender": "front", "receiver": "end", "sender_sha256": "front_sha256", "receiver_sha256": "end_sha256",
@@ -51,8 +52,10 @@ def publish_once(path: Path, write: Callable[[Path], Any]) -> bool:
 def run_parameters(mjob, base, digests: Dict[str, str], front_layers, end_layers) -> Dict[str, Any]:
     """What a run computes: the stitch options, the two checkpoints (absolute path and SHA-256) and the layers."""
     job = {k: v for k, v in jsonable(vars(base)).items() if k not in LOCAL_FIELDS}
-    return {"front": str(Path(base.front_model).resolve()), "end": str(Path(base.end_model).resolve()),
+    return {"front": network_path(base.front_model), "end": network_path(base.end_model),
             "front_sha256": digests.get("front"), "end_sha256": digests.get("end"),
+            **{f"{role}_weights": str(Path(w).resolve()) for role, w in (("front", base.front_weights),
+                                                                        ("end", base.end_weights)) if w},
             **{name: jsonable(getattr(mjob, name)) for name in MATRIX_FIELDS},
             "front_layer_names": list(front_layers), "end_layer_names": list(end_layers), "job": job}
 

@@ -4,16 +4,17 @@ One stitch is: load the two networks (:func:`load_pair`), build the stitched net
 (:func:`build_cell`), fit the least-squares statistics on the unaugmented training split
 (:func:`fit_statistics`, from a :class:`~src.stitching.batches.FrontCache` when there is one),
 initialise (:func:`initialise`), train (:func:`train_cell`), evaluate on the test split and build
-the result dict (:func:`run_stitch` does all of these after loading). :func:`stitch_from_args` is one
-cell written to ``<out>/<run-name>/<front_layer>-<end_layer>.pkl``; a matrix
-(:mod:`src.matrix.plan`) loads the networks once, caches each front layer's activations once
+the result dict (:func:`run_stitch` does all of these after loading). :func:`stitch_job` is one
+stitch, written to ``<out>/<run-name>/<front_layer>-<end_layer>.pkl`` unless asked not to; a matrix
+(:mod:`src.matrix`) loads the networks once, caches each front layer's activations once
 and calls :func:`run_stitch` per end layer, so a cell is exactly a cached single stitch.
 """
 import datetime as _dt
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import pandas as pd
 import torch
@@ -22,6 +23,7 @@ from src.config import get_config, resolve_device, resolve_path
 from src.data import DataSource, NamedData
 from src.errors import UserError
 from src.models.checkpoint import read_checkpoint
+from src.models.describe import display_name
 from src.models.networks import load_network, network_digest, network_kind
 from src.provenance import provenance
 from src.results_io import claim_output, refuse_overwrite, write_csv, write_pickle
@@ -292,15 +294,20 @@ def write_result(path: Path, result: Dict[str, Any]) -> Path:
     return path
 
 
-def stitch_from_args(args: StitchJob, argv=None) -> Path:
-    """Build, initialise, train and evaluate one stitch; write the result pickle and CSV. Returns the pickle path."""
+def stitch_job(args: StitchJob, argv=None, data: Optional[DataSource] = None,
+               save: bool = True) -> Tuple[Optional[Path], Dict[str, Any]]:
+    """Build, initialise, train and evaluate one stitch: ``(pickle path, result)``. With ``save`` the result pickle,
+    its CSV (and image grid) are written to ``<out>/<run-name>/<front_layer>-<end_layer>.pkl``, else nothing is
+    written (path None). ``data``: the user's own data (:class:`~src.data.source.UserData`), else the job's data set."""
     args.check()  # every option, before anything is loaded or written
     config = get_config()
     path = result_path(args, config)
-    check_writable_dir(path.parent)
-    with claim_output(path):  # before any work: no concurrent run writes it too, a finished result is never lost
-        refuse_overwrite(path, args.overwrite)  # the pickle marks a finished result; a CSV alone does not count
-        pair = load_pair(args, config)
+    if save:
+        check_writable_dir(path.parent)
+    with claim_output(path) if save else nullcontext():  # no concurrent run writes it too, a result is never lost
+        if save:
+            refuse_overwrite(path, args.overwrite)  # the pickle marks a finished result; a CSV alone does not count
+        pair = load_pair(args, config, data)
         check_input_stitch(pair.dataset, [args.front_layer], [args.end_layer])
         check_batch_fits(args.batch_size, pair.plain_train(args).num_samples)
         frank = build_cell(pair, args)
@@ -312,8 +319,16 @@ def stitch_from_args(args: StitchJob, argv=None) -> Path:
             cache = front_cache(pair, args, frank.front)
             timing["cache_seconds"] = time.perf_counter() - started
         result = run_stitch(pair, args, path.parent, argv, cache=cache, frank=frank, timing=timing)
+        if not save:
+            return None, result
         if "images" in result:
             save_image_grid(path.with_suffix(".png"), [grid_of(args.front_layer, result["images"], objective=args.objective)],
-                            suptitle=f"{args.front_layer} stitched into the input of {Path(args.end_model).name}",
+                            suptitle=f"{args.front_layer} stitched into the input of {display_name(pair.end_meta, args.end_model)}",
                             provenance=result["provenance"])
-        return write_result(path, result)
+        return write_result(path, result), result
+
+
+def stitch_from_args(args: StitchJob, argv=None) -> Path:
+    """What ``stitch_nets.py`` runs: :func:`stitch_job` with the result written; returns the pickle's path."""
+    return stitch_job(args, argv)[0]
+

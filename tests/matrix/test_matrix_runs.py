@@ -210,6 +210,7 @@ def test_random_controls_are_the_iteration_0_checkpoint_or_a_seeded_fresh_networ
     from src.models.checkpoint import load_checkpoint
     from src.matrix.plan import Plan, random_checkpoint
     from src.matrix.run import _write_random_networks
+    from src.stitching.job import StitchJob
 
     assert random_checkpoint(SENDER, "front", tmp_path, 7)["checkpoint"] == str(TINY / "in0-gn0" / "0.pt")
     lonely = tmp_path / "lonely" / "final.pt"
@@ -218,8 +219,8 @@ def test_random_controls_are_the_iteration_0_checkpoint_or_a_seeded_fresh_networ
     control = random_checkpoint(str(lonely), "front", tmp_path / "run", 7)
     assert control["seed"] == 7 and control["checkpoint"] == str(tmp_path / "run" / "controls" / "random_front.pt")
     _, meta = load_checkpoint(str(lonely))
-    plan = Plan(tmp_path / "run", [], [], {}, {"random_front": control}, [], None)
-    pair = type("P", (), {"front_meta": meta, "end_meta": meta})()
+    plan = Plan(tmp_path / "run", [], [], {}, {"random_front": control}, [], StitchJob(str(lonely), str(lonely)))
+    pair = type("P", (), {"front_meta": meta, "end_meta": meta, "info": None})()
     _write_random_networks(plan, pair)
     model, saved = load_checkpoint(control["checkpoint"])
     fresh = create_model("tiny10", n_classes=10, n_channels=1, seed=7)
