@@ -46,10 +46,53 @@ def honour_umask(path: PathLike, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
 
 
-def atomic_write(path: PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
-    """Call ``write(fileobj)`` on a temporary file next to ``path``, then rename it to ``path``."""
+def dangling_link(path: PathLike) -> Optional[Path]:
+    """The first of ``path`` and its parent folders that is a symbolic link to nothing, else None."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    for candidate in (path, *path.parents):
+        if candidate.is_symlink() and not candidate.exists():
+            return candidate
+    return None
+
+
+def refuse_dangling_link(path: PathLike) -> None:
+    """A :class:`UserError` when ``path``, or a folder above it, is a symbolic link whose target does not exist.
+
+    Writing there would fail with a bare "File exists" (creating the folder) or silently replace the link
+    by a file; the message says which link it is, where it points, and what to do.
+    """
+    link = dangling_link(path)
+    if link is None:
+        return
+    try:
+        target = os.readlink(link)
+    except OSError:
+        target = "?"
+    where = "" if link == Path(path) else f" (a folder above {path})"
+    raise UserError(f"{link}{where} is a dangling symbolic link: it points to {target}, which does not exist; "
+                    f"make {target} exist (e.g. mount its drive), remove the link, or choose another output path")
+
+
+def refuse_directory(path: PathLike) -> None:
+    """A :class:`UserError` when ``path``, which is to be written as a file, is a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not a file; give the path of a file to write (a new name inside "
+                        f"that folder, or beside it)")
+
+
+def atomic_write(path: PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
+    """Call ``write(fileobj)`` on a temporary file next to ``path``, then rename it to ``path``.
+
+    A ``path`` that is a folder, or under a dangling symbolic link, is a one-line :class:`UserError`.
+    """
+    path = Path(path)
+    refuse_dangling_link(path)
+    refuse_directory(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot write {path} ({err.strerror or err}); choose a folder you can write to") from err
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         honour_umask(tmp)  # mkstemp makes 0600; a result is meant to be shared like any other file
@@ -71,6 +114,7 @@ def refuse_overwrite(path: PathLike, overwrite: bool, flag: str = "--overwrite",
                      instead: str = "choose another --run-name") -> None:
     """Raise a :class:`UserError` if ``path`` exists and overwriting was not asked for (check before any work)."""
     path = Path(path)
+    refuse_dangling_link(path)
     if path.exists() and not overwrite:
         raise UserError(f"{path} already exists; pass {flag} to replace it or {instead}")
 
@@ -115,6 +159,7 @@ def try_claim(path: PathLike) -> Optional[OutputClaim]:
     Creates ``path``'s folder; an unwritable folder is a :class:`UserError`.
     """
     path = Path(path)
+    refuse_dangling_link(path)  # else mkdir fails with a bare "File exists"
     folder = path.parent
     created = None if folder.is_dir() else folder
     lock_path = folder / f".{path.name}.claim"
@@ -174,6 +219,7 @@ def staged_folder(directory: PathLike, owned: Iterable[str], marker: Optional[st
     If the block fails, ``directory`` is untouched and the staged folder removed.
     """
     directory = Path(directory)
+    refuse_dangling_link(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
     try:

@@ -5,7 +5,7 @@ writes a file, so a run never trains for hours on ``-lr nan`` or fails at its la
 
 - :func:`check_int`, :func:`check_float`: bounds of one value (floats must also be finite);
   :func:`int_option` / :func:`float_option` wrap them as argparse ``type=`` callables.
-- :func:`check_run_name`: a subfolder name that cannot leave its output folder.
+- :func:`check_run_name`: a subfolder name that cannot leave its output folder (nor hold a newline).
 - :func:`check_writable_dir`: the output folder can be created and written to (nothing is left behind).
 - :func:`check_train_job`: every option of a training job; :func:`check_optimisation`: the options training
   and stitching share (a stitching job checks itself: :meth:`src.stitching.job.StitchJob.check`).
@@ -15,6 +15,7 @@ All of them raise :class:`src.errors.UserError`, which the scripts print as ``er
 import math
 import os
 import tempfile
+import unicodedata
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Callable, Optional
@@ -73,7 +74,8 @@ def float_option(option: str, minimum: Optional[float] = None, *, above: Optiona
 
 
 def check_run_name(name: Optional[str], option: str = "--run-name") -> Optional[str]:
-    """A run name is one plain folder name: not empty, no path separator, not ``.`` or ``..``."""
+    """A run name is one plain folder name: not empty, no path separator, not ``.`` or ``..``, and no control
+    characters (a newline or tab in a folder name breaks every listing, log line and shell loop over results)."""
     if name is None:
         return None
     separators = [s for s in (os.sep, os.altsep, "/") if s]
@@ -81,7 +83,16 @@ def check_run_name(name: Optional[str], option: str = "--run-name") -> Optional[
             or any(s in name for s in separators)):
         raise UserError(f"{option} must be a plain folder name (no '/', not empty, '.' or '..'), got {name!r}; "
                         f"use -o/--out-dir to choose where the run folder goes")
+    control = sorted({c for c in name if unicodedata.category(c) in _CONTROL_CATEGORIES})
+    if control:
+        shown = ", ".join(repr(c) for c in control)
+        raise UserError(f"{option} must be a plain folder name without control characters (newlines, tabs, ...), "
+                        f"got {name!r} (it holds {shown}); use letters, digits, '-', '_' or '.'")
     return name
+
+
+#: Unicode categories refused in run names: control characters (C0, DEL, C1) and line / paragraph separators.
+_CONTROL_CATEGORIES = ("Cc", "Zl", "Zp")
 
 
 def check_writable_dir(folder, option: str = "-o/--out-dir") -> Path:
@@ -93,6 +104,10 @@ def check_writable_dir(folder, option: str = "-o/--out-dir") -> Path:
     folder = Path(folder)
     existing = folder
     while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():  # a link to nothing: creating the folder would fail with a bare "File exists"
+            raise UserError(f"cannot write to {folder}: {existing} is a dangling symbolic link (it points to "
+                            f"{os.readlink(existing)}, which does not exist); create that folder, remove the link, "
+                            f"or choose another {option}")
         existing = existing.parent
     if not existing.is_dir():
         raise UserError(f"cannot write to {folder}: {existing} is a file, not a folder; choose another {option}")
