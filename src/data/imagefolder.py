@@ -69,7 +69,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from src.data.files import FileKey, file_key
-from src.data.registry import DatasetInfo
+from src.data.info import DatasetInfo
 from src.errors import UserError
 
 PREFIX = "imagefolder:"

@@ -3,32 +3,12 @@
 Besides the built-in names of :data:`DATASET_NAMES`, every function here takes ``imagefolder:DIR``
 (a folder of the user's own images, with options: see :mod:`src.data.imagefolder`).
 """
-from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Tuple
 
+from src.data.imagefolder import (check_imagefolder_name, imagefolder_info, is_imagefolder_name,
+                                   load_imagefolder)
+from src.data.info import DatasetInfo
 from src.errors import UserError
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a model needs to know about a dataset.
-
-    ``name`` is the command-line name, ``display_name`` the spelling used in folder names.
-    ``input_size`` is the (H, W) of the images the loaders yield. ``multilabel`` datasets have
-    float targets in {0, 1} of shape (N, n_classes) instead of int64 class indices.
-    ``normalization`` is the per-channel ``(mean, std)`` of pixels in [0, 1] that the loaders apply
-    (None for CelebA, which has its own transform); ``class_names`` are given where known
-    (image folders: the class folders' names, in label order).
-    """
-
-    name: str
-    display_name: str
-    n_classes: int
-    n_channels: int
-    input_size: Tuple[int, int]
-    multilabel: bool = False
-    normalization: Optional[Tuple[Tuple[float, ...], Tuple[float, ...]]] = None
-    class_names: Tuple[str, ...] = ()
 
 
 # Per-channel (mean, std) of the images scaled to [0, 1]. The reference's constants, except that
@@ -62,9 +42,6 @@ def _unknown(name) -> UserError:
                      f"or imagefolder:DIR for a folder of your own images")
 
 
-# src.data.imagefolder imports this module (DatasetInfo), so the functions below import it when called.
-
-
 def dataset_info(name: str) -> DatasetInfo:
     """The :class:`DatasetInfo` of a command-line dataset name; unknown names are a UserError.
 
@@ -72,8 +49,6 @@ def dataset_info(name: str) -> DatasetInfo:
     find the channels and, unless given, the size and normalisation; its ``name`` is the
     canonical spelling (absolute folder, size spelled out).
     """
-    from src.data.imagefolder import imagefolder_info, is_imagefolder_name
-
     if is_imagefolder_name(name):
         return imagefolder_info(name)
     try:
@@ -87,8 +62,6 @@ def check_dataset_name(name: str) -> str:
 
     Cheap (no image is read): fit for argparse's ``type=`` in place of ``choices=DATASET_NAMES``.
     """
-    from src.data.imagefolder import check_imagefolder_name, is_imagefolder_name
-
     if is_imagefolder_name(name):
         return check_imagefolder_name(name)
     if not isinstance(name, str) or name not in DATASETS:
@@ -103,8 +76,6 @@ def describe_dataset(name: str) -> Dict[str, Any]:
     folder's absolute path, image size, mode, mean/std (and whether computed or given), classes,
     sample counts per split and ``files_digest``, a sha256 of the file list (relative paths and sizes).
     """
-    from src.data.imagefolder import is_imagefolder_name, load_imagefolder
-
     if is_imagefolder_name(name):
         return load_imagefolder(name).describe()
     info = dataset_info(name)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from src.data.registry import DatasetInfo
+from src.data.source import USER_DATA
 from src.errors import UserError
 from src.models.checkpoint import checkpoint_digest, load_checkpoint
 from src.models.registry import create_model
@@ -75,6 +76,8 @@ def load_network(ref: str, weights: Optional[str] = None, arch: Optional[str] = 
                             f"or by a spec (torchvision:NAME, timm:NAME, MODULE:FUNCTION) with its weights file")
         model = _MODULES[ref].to(device).eval()
         meta = {"model": type(model).__name__, **_info_fields(info), "dataset": info.name if info else dataset}
+        if info is not None:
+            meta["n_classes"] = _check_module_fits(model, info, device)
     elif kind == "spec":
         fields = _info_fields(info)
         model, meta = load_model_spec(ref, weights, n_classes=fields.get("n_classes"),
@@ -88,6 +91,26 @@ def load_network(ref: str, weights: Optional[str] = None, arch: Optional[str] = 
         model, meta = load_checkpoint(ref, arch, dataset, device)
     meta["network"] = kind
     return model, meta
+
+
+def _check_module_fits(model: nn.Module, info: DatasetInfo, device) -> int:
+    """A module from Python must take the data's inputs and give one output per class (one line otherwise);
+    returns its number of outputs."""
+    shape = (info.n_channels, *info.input_size)
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, *shape, device=device))
+    except Exception as err:  # noqa: BLE001 - any failure here means the module cannot take these inputs
+        raise UserError(f"the module {type(model).__name__} cannot take the data's inputs of shape {list(shape)} "
+                        f"({type(err).__name__}: {str(err).strip().splitlines()[0][:160] if str(err).strip() else ''})")
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    # the user's own data count their classes from the labels they hold: a classifier with more outputs fits
+    fits = (lambda k: k >= info.n_classes) if info.name == USER_DATA else (lambda k: k == info.n_classes)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or not fits(out.shape[1]):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise UserError(f"the module {type(model).__name__} gives outputs of shape {got} for the data's inputs, but the "
+                        f"data have {info.n_classes} classes; give a classifier with {info.n_classes} outputs")
+    return int(out.shape[1])
 
 
 def parameters_digest(model: nn.Module) -> str:
