@@ -15,8 +15,8 @@ matrix.csv (rows: layers of model 1, columns: layers of model 2), matrix.npz, ma
 import argparse
 import sys
 
-from src.cli import run_main
-from src.data import DATASET_NAMES
+from src.cli import VAL_SIZE_HELP, add_image_options, run_main
+from src.data import DATASET_HELP, check_dataset_name
 from src.similarity.registry import check_minibatch_size
 from src.validation import float_option, int_option
 
@@ -27,9 +27,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model1", help="checkpoint of the first network (.pt)")
     parser.add_argument("model2", nargs="?", default=None, help="checkpoint of the second network; default model1")
-    parser.add_argument("-d", "--dataset", choices=DATASET_NAMES, default=None,
-                        help="data set (seen by both models); default the one model1 was trained on")
-    parser.add_argument("--dataset2", choices=DATASET_NAMES, default=None,
+    parser.add_argument("-d", "--dataset", type=check_dataset_name, default=None,
+                        help=f"data set (seen by both models): {DATASET_HELP}; default the one model1 was trained on")
+    parser.add_argument("--dataset2", type=check_dataset_name, default=None,
                         help="data set seen by model 2 instead (compare representations of two data sets)")
     parser.add_argument("--split", choices=["test", "val", "train"], default="test", help="default test")
     parser.add_argument("--layers1", nargs="+", default=None, metavar="PATTERN",
@@ -51,9 +51,10 @@ def parse_args(argv=None):
     parser.add_argument("--overwrite", action="store_true", help="replace the files of an existing output folder")
     parser.add_argument("-m1", "--arch1", default=None, help="model name of model1, needed only for a bare state_dict")
     parser.add_argument("-m2", "--arch2", default=None, help="model name of model2, needed only for a bare state_dict")
-    parser.add_argument("--val-size", type=int_option("--val-size", 0), default=5000, help="size of the 'val' split; default 5000")
+    parser.add_argument("--val-size", type=int_option("--val-size", 0), default=None, help=VAL_SIZE_HELP)
     parser.add_argument("--download", action="store_true", help="download the dataset with torchvision if it is missing")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N; default DEVICE of the config")
+    add_image_options(parser, "dataset", "dataset2")
     args = parser.parse_args(argv)
     check_minibatch_size(args.measure, args.batch_size)
     args.model2 = args.model2 or args.model1

@@ -12,8 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from src.cli import run_main
-from src.data import DATASET_NAMES
+from src.cli import VAL_SIZE_HELP, add_image_options, run_main
+from src.data import DATASET_HELP, check_dataset_name
 from src.validation import check_writable_dir, int_option
 
 
@@ -23,12 +23,12 @@ def parse_args(argv=None):
     parser.add_argument("model2", help="checkpoint of the second network (.pt)")
     parser.add_argument("layer1", help="layer of the first network (see layer_info.py)")
     parser.add_argument("layer2", help="layer of the second network")
-    parser.add_argument("dataset", choices=DATASET_NAMES, help="data the activations are taken on")
+    parser.add_argument("dataset", type=check_dataset_name, help=f"data the activations are taken on: {DATASET_HELP}")
     parser.add_argument("measures", nargs="+", metavar="MEASURE", help="similarity measure(s), or 'all'")
     parser.add_argument("--split", choices=["test", "val", "train"], default="test", help="default test")
     parser.add_argument("-b", "--batch-size", type=int_option("-b/--batch-size"), default=500, help="forward-pass batch size; default 500")
     parser.add_argument("--max-samples", type=int_option("--max-samples"), default=None, help="use the first N samples of the split")
-    parser.add_argument("--val-size", type=int_option("--val-size", 0), default=5000, help="size of the 'val' split; default 5000")
+    parser.add_argument("--val-size", type=int_option("--val-size", 0), default=None, help=VAL_SIZE_HELP)
     parser.add_argument("-m1", "--arch1", default=None, help="model name of model1, needed only for a bare state_dict")
     parser.add_argument("-m2", "--arch2", default=None, help="model name of model2, needed only for a bare state_dict")
     parser.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
@@ -36,11 +36,12 @@ def parse_args(argv=None):
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     parser.add_argument("--download", action="store_true", help="download the dataset with torchvision if it is missing")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N; default DEVICE of the config")
+    add_image_options(parser, "dataset")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
-    from src.cli import script_argv
+    from src.cli import dataset_provenance, script_argv
     from src.compare.nets import compare_nets, table
     from src.provenance import jsonable
     from src.provenance import provenance
@@ -54,7 +55,8 @@ def main(argv=None):
                           split=args.split, batch_size=args.batch_size, max_samples=args.max_samples,
                           arch1=args.arch1, arch2=args.arch2, device=args.device, download=args.download,
                           val_size=args.val_size)
-    document = dict(jsonable(result), provenance=provenance(args, script_argv(__file__, argv)))
+    document = dict(jsonable(result), **dataset_provenance(args.dataset),
+                    provenance=provenance(args, script_argv(__file__, argv)))
     if args.json == "-":
         print(json.dumps(document, indent=2))
         return

@@ -10,20 +10,22 @@ import argparse
 import sys
 from pathlib import Path
 
-from src.cli import run_main
-from src.data import DATASET_NAMES
+from src.cli import add_image_options, run_main
+from src.data import DATASET_HELP, check_dataset_name
 from src.validation import check_writable_dir
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", nargs="?", help="a zoo model name (e.g. tiny10, resnet20_w2) or a checkpoint path")
-    parser.add_argument("-d", "--dataset", choices=DATASET_NAMES, default=None,
-                        help="input size and channels of this dataset; default the checkpoint's, or cifar10 for a name")
+    parser.add_argument("-d", "--dataset", type=check_dataset_name, default=None,
+                        help=f"input size and channels of this dataset ({DATASET_HELP}); default the checkpoint's, "
+                             f"or cifar10 for a name")
     parser.add_argument("-m", "--model-name", default=None, help="model name of a bare state_dict checkpoint")
     parser.add_argument("--csv", default=None, help="also write the table to this CSV file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --csv file")
     parser.add_argument("--list", action="store_true", help="list the zoo's model names and exit")
+    add_image_options(parser, "dataset")
     args = parser.parse_args(argv)
     if not args.list and not args.model:
         parser.error("give a model name or checkpoint path, or --list")

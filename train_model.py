@@ -2,6 +2,7 @@
 """Train a zoo model on a dataset; writes <out>/<Model>/<Dataset>/in<i>-gn<g>/<iteration>.pt and training_log.csv.
 
 Example:  python train_model.py -m tiny10 -d fashion -e 15 -i 0 -g 0
+Own images:  python train_model.py -m tiny10 -d imagefolder:my_images -e 30   (my_images/{train,test}/<class>/*.png)
 Several GPUs:  torchrun --nproc_per_node=4 train_model.py -m resnet34 -d cifar10 -b 128 (-b is the global batch)
 An existing run folder is refused: --resume continues a killed run from its last checkpoint (same
 options, same final weights), --overwrite deletes its checkpoints and trains again.
@@ -9,8 +10,8 @@ options, same final weights), --overwrite deletes its checkpoints and trains aga
 import argparse
 import sys
 
-from src.cli import run_main, script_argv
-from src.data import DATASET_NAMES
+from src.cli import VAL_SIZE_HELP, add_image_options, run_main, script_argv
+from src.data import DATASET_HELP, check_dataset_name
 from src.training.run import TrainJob as D
 from src.training.run import train_from_args
 
@@ -18,7 +19,8 @@ from src.training.run import train_from_args
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-m", "--model", default=D.model, help="zoo model name (see layer_info.py --list); default tiny10")
-    parser.add_argument("-d", "--dataset", default=D.dataset, choices=DATASET_NAMES, help="dataset; default cifar10")
+    parser.add_argument("-d", "--dataset", default=D.dataset, type=check_dataset_name,
+                        help=f"dataset: {DATASET_HELP}; default cifar10")
     parser.add_argument("-i", "--init-noise", type=int, default=D.init_noise, help="seed of the initial weights; default 0")
     parser.add_argument("-g", "--gradient-noise", type=int, default=D.gradient_noise, help="seed of batch order and augmentation; default 0")
     parser.add_argument("-o", "--out-dir", default=None, help="output root; default SNAPSHOTS_DIR of the config (snapshots/)")
@@ -35,7 +37,7 @@ def parse_args(argv=None):
                         help="delete the checkpoints, log and resume state of an existing run folder and train again")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in the folder from its last checkpoint (give the same options)")
-    parser.add_argument("--val-size", type=int, default=D.val_size, help="training samples held out for validation; default 5000")
+    parser.add_argument("--val-size", type=int, default=D.val_size, help=VAL_SIZE_HELP)
     parser.add_argument("--max-samples", type=int, default=None, help="use only this many training samples (quick runs)")
     parser.add_argument("--no-augment", action="store_true", help="train without data augmentation")
     parser.add_argument("--download", action="store_true", help="download the dataset with torchvision if it is missing")
@@ -44,6 +46,7 @@ def parse_args(argv=None):
     parser.add_argument("--sync-bn", action="store_true",
                         help="under torchrun on GPUs: BatchNorm statistics over the whole global batch (SyncBatchNorm) "
                              "instead of each process's slice")
+    add_image_options(parser, "dataset")
     return D(**vars(parser.parse_args(argv)))
 
 

@@ -4,20 +4,26 @@ from typing import Any, Dict, Optional, Tuple
 
 from torch import nn
 
+from src.cli import default_val_size
 from src.data import dataset_info, get_loader
 from src.errors import UserError
 from src.models.checkpoint import load_checkpoint
-
+from src.models.describe import resize_hint
 
 
 def check_input_fits(meta: Dict[str, Any], dataset: str, which: str) -> None:
-    """Representations can be compared on any dataset whose images the model takes (channels and size)."""
+    """Representations are compared on images of the channels and size the model was trained on (its metadata's).
+
+    Anything else is one line; for an image folder of another size it names the ``--image-size`` to give.
+    """
     info = dataset_info(dataset)
     channels = meta.get("n_channels")
     size = tuple(meta.get("input_size") or info.input_size)
     if channels != info.n_channels or size != tuple(info.input_size):
+        hint = resize_hint(info.name, size) if channels == info.n_channels else ""
         raise UserError(f"{which} was built for {channels}-channel {size[0]}x{size[1]} images ({meta.get('dataset')}); "
-                        f"{info.name} has {info.n_channels}-channel {info.input_size[0]}x{info.input_size[1]} images")
+                        f"{info.name} has {info.n_channels}-channel {info.input_size[0]}x{info.input_size[1]} images"
+                        f"{hint}")
 
 
 def load_models(path1, path2, arch1: Optional[str], arch2: Optional[str], dataset: Optional[str],
@@ -30,7 +36,9 @@ def load_models(path1, path2, arch1: Optional[str], arch2: Optional[str], datase
 
 
 def eval_loader(dataset: str, split: str, batch_size: int, max_samples: Optional[int], device, download: bool,
-                val_size: int = 5000, config=None):
-    """Batches of a split in order, without shuffling or augmentation."""
+                val_size: Optional[int] = None, config=None):
+    """Batches of a split in order, without shuffling or augmentation; ``val_size`` None: the dataset's default
+    (:func:`src.cli.default_val_size`: 5000 for the built-in datasets)."""
+    val_size = default_val_size(dataset) if val_size is None else val_size
     return get_loader(dataset, split, batch_size, shuffle=False, augment=False, max_samples=max_samples,
                       device=device, download=download, val_size=val_size, config=config)

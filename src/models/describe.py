@@ -4,8 +4,10 @@ import re
 from typing import Any, Dict, Optional, Tuple
 
 import pandas as pd
+import torch
+from torch import nn
 
-from src.data import dataset_info
+from src.data import dataset_info, is_imagefolder_name
 from src.errors import UserError
 from src.models.checkpoint import load_checkpoint
 from src.models.layer_table import layer_table
@@ -21,23 +23,68 @@ def looks_like_path(spec: str) -> bool:
 def describe_layers(spec: str, dataset: Optional[str] = None, model_name: Optional[str] = None) -> Tuple[str, pd.DataFrame]:
     """``(title, table)`` for a model name or a checkpoint path.
 
-    A checkpoint is described for the input of the dataset it was trained on unless ``dataset`` is
-    given; a model name for ``dataset`` (default CIFAR-10: 3 channels, 10 classes, 32x32).
+    A checkpoint is described for the input it was trained on (channels and size from its metadata;
+    the data are not read) unless ``dataset`` is given; then for that dataset's images, refused in
+    one line when the model cannot take them (:func:`check_takes_input`). A model name is described
+    for ``dataset`` (default CIFAR-10: 3 channels, 10 classes, 32x32).
     """
     if looks_like_path(spec):
         model, meta = load_checkpoint(spec, model_name=model_name, dataset=dataset)
-        info = dataset_info(dataset or meta["dataset"])
-        if info.n_channels != meta["n_channels"]:
-            raise UserError(f"{spec} takes {meta['n_channels']}-channel input; {info.name} has {info.n_channels} channels")
         title = f"{model_display_name(meta['model'])} from {spec} (trained on {meta['dataset']})"
+        if dataset is None and meta.get("input_size"):
+            shape = (meta["n_channels"], *meta["input_size"])
+        else:
+            info = dataset_info(dataset or meta["dataset"])
+            if info.n_channels != meta["n_channels"]:
+                raise UserError(f"{spec} takes {meta['n_channels']}-channel input; {info.name} has {info.n_channels} channels")
+            check_takes_input(model, meta, info, spec)
+            shape = (info.n_channels, *info.input_size)
     else:
         info = dataset_info(dataset or DEFAULT_DATASET)
         name = canonical_model_name(spec)
         model = create_model(name, n_classes=info.n_classes, n_channels=info.n_channels)
         title = f"{model_display_name(name)} for {info.display_name}"
-    shape = (info.n_channels, *info.input_size)
+        shape = (info.n_channels, *info.input_size)
     table = layer_table(model, shape)
     return f"{title}, input {'x'.join(map(str, shape))}", table
+
+
+def size_text(size) -> str:
+    """``32x32`` for (32, 32)."""
+    return "x".join(str(int(v)) for v in size)
+
+
+def resize_hint(dataset: str, size) -> str:
+    """How to give a dataset images of ``size``: --image-size for an image folder, nothing for a built-in one."""
+    if is_imagefolder_name(dataset):
+        return f"; resize the folder's images to the model's with --image-size {size_text(size)}"
+    return ""
+
+
+@torch.no_grad()
+def check_takes_input(model: nn.Module, meta: Dict[str, Any], info, what: str = "the model") -> None:
+    """A UserError (one line) when ``model``, trained on ``meta['input_size']`` images, cannot run on ``info``'s.
+
+    Nothing is checked when the sizes agree (or the metadata records none). Otherwise one forward
+    pass on two zero images of the dataset's shape decides: a network with a global pool before its
+    classifier (Tiny10, ResNets) takes other sizes, one with a fixed flatten + linear (LeNet) does not.
+    """
+    trained = tuple(meta.get("input_size") or ())
+    size = tuple(info.input_size)
+    if not trained or trained == size:
+        return
+    parameter = next(model.parameters(), None)
+    example = torch.zeros(2, info.n_channels, *size, device=None if parameter is None else parameter.device)
+    was_training = model.training
+    model.eval()
+    try:
+        model(example)
+    except RuntimeError as err:
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{what} was trained on {size_text(trained)} images ({meta.get('dataset')}) and cannot take "
+                        f"the {size_text(size)} images of {info.name} ({detail}){resize_hint(info.name, trained)}") from err
+    finally:
+        model.train(was_training)
 
 
 def checkpoint_label(path) -> str:

@@ -10,7 +10,8 @@ classifies well; with ``--objective mse`` it regresses the real image (the least
 
 Every result whose end layer is ``input`` holds ``images``: the first :data:`GRID_SAMPLES` test images
 and what the trained and the least-squares stitches generate from them, de-normalised to pixel range
-[0, 1] with the dataset's per-channel mean and std (:data:`src.data.NORMALIZATION`).
+[0, 1] with the per-channel mean and std its loaders normalise with (``dataset_info(dataset).normalization``;
+an ``imagefolder:DIR``'s are computed from its images or given in its name).
 ``stitch_nets.py ... LAYER input`` writes ``<LAYER>-input.png`` beside its pickle, ``stitch_matrix.py
 ... --end-layers input`` writes ``images.png``: one grid per front layer, the real images in the
 first row.
@@ -18,15 +19,16 @@ first row.
 Refused with one line (:func:`check_input_stitch`): ``input`` as a front layer (a stitch
 from the raw image is not a stitch between representations), and ``input`` as an end for a
 dataset without per-channel mean/std (``celeba``: multi-label face attributes read from disk at
-224 x 224, normalised by ``x * 255 - 117``; image generation is supported for the in-memory image
-datasets mnist, fashion, cifar10 and cifar100).
+224 x 224, normalised by ``x * 255 - 117``; data given from Python, whose normalisation is the user's own;
+image generation is supported for the in-memory image datasets mnist, fashion, cifar10, cifar100 and
+``imagefolder:DIR``).
 """
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from src.data import NORMALIZATION
+from src.data import DATASET_NAMES, NORMALIZATION, dataset_info, is_imagefolder_name
 from src.errors import UserError
 from src.stitching.cut import INPUT_LAYER
 from src.results_io import write_figure
@@ -39,15 +41,26 @@ def check_input_stitch(dataset: str, front_layers: Sequence[str], end_layers: Se
     if INPUT_LAYER in front_layers:
         raise UserError(f"'{INPUT_LAYER}' can only be an end layer, where the stitch generates the image "
                         f"the end sees; choose a front layer of the network (see layer_info.py)")
-    if INPUT_LAYER in end_layers and dataset not in NORMALIZATION:
+    if INPUT_LAYER in end_layers and normalization_of(dataset) is None:
         raise UserError(f"stitching into '{INPUT_LAYER}' makes an image grid, which needs a dataset of images with "
-                        f"per-channel mean/std ({', '.join(NORMALIZATION)}); {dataset} has none: choose an end "
-                        f"layer of the network")
+                        f"per-channel mean/std ({', '.join(NORMALIZATION)} or imagefolder:DIR); {dataset} has none: "
+                        f"choose an end layer of the network")
+
+
+def normalization_of(dataset: str) -> Optional[Tuple[Tuple[float, ...], Tuple[float, ...]]]:
+    """The per-channel ``(mean, std)`` the loaders of ``dataset`` normalise with; None where there is none.
+
+    None for celeba (its own transform) and for names that are no dataset's (data given from Python);
+    an ``imagefolder:`` name is looked up, so a problem with the folder is its own UserError.
+    """
+    if not is_imagefolder_name(dataset) and dataset not in DATASET_NAMES:
+        return None
+    return dataset_info(dataset).normalization
 
 
 def to_pixels(x: torch.Tensor, dataset: str) -> np.ndarray:
     """Normalised images ``N x C x H x W`` back to pixel range [0, 1] (clipped), as float32 numpy."""
-    mean, std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in NORMALIZATION[dataset])
+    mean, std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in normalization_of(dataset))
     return (x.detach().float().cpu() * std + mean).clamp(0, 1).numpy()
 
 

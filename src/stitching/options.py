@@ -5,7 +5,8 @@ The defaults are :class:`~src.stitching.job.StitchJob`'s (the reference's).
 """
 import argparse
 
-from src.data import DATASET_NAMES
+from src.cli import add_image_options
+from src.data import DATASET_HELP, check_dataset_name
 from src.stitching.inits import INITS, MASKS
 from src.stitching.job import PRESETS, SCHEDULES, TRAINING_DEFAULTS as T, StitchJob as D
 from src.stitching.losses import TARGET_TYPES
@@ -18,8 +19,9 @@ def add_stitch_options(p: argparse.ArgumentParser, matrix: bool = False) -> argp
     ``matrix=True`` leaves out what a stitch matrix decides itself: it always trains on cached
     front activations of the unaugmented training split (``--cache-front``, ``--no-augment``).
     """
-    p.add_argument("-d", "--dataset", choices=DATASET_NAMES, default=None,
-                   help="dataset; default the one the end model was trained on")
+    p.add_argument("-d", "--dataset", type=check_dataset_name, default=None,
+                   help=f"dataset: {DATASET_HELP}; default the one the end model was trained on")
+    add_image_options(p, "dataset")  # --image-size, --mean, --std: set in the -d name once parsed
     # Training options default to None ("not given"): StitchJob fills them from --preset, else TRAINING_DEFAULTS.
     p.add_argument("--preset", choices=list(PRESETS), default=None,
                    help="a named training set-up; explicit flags override it. hernandez: SGD momentum 0.9, batch 256, "

@@ -2,17 +2,23 @@
 
 The 'val' split is the one the checkpoint was trained with: its recorded ``val_size`` held-out
 samples (a model trained with ``--val-size 1000`` is scored on its own 1000 held-out images, never on
-training images). Checkpoints without a record (bare state_dicts) use the default 5000.
+training images). Checkpoints without a record (bare state_dicts), and image folders other than the
+one the model was trained on, use the dataset's default (:func:`src.cli.default_val_size`: 5000, for an
+``imagefolder:DIR`` 5000 or a tenth of its training images, whichever is smaller).
+
+A model is evaluated on another dataset of its channels and classes; on images of another size only
+if it can take them (:func:`src.models.describe.check_takes_input`). The result of an image folder
+holds its ``dataset_description`` (path, size, normalisation, digest of the file list).
 """
 from typing import Any, Dict, Optional
 
+from src.cli import dataset_provenance, default_val_size
 from src.config import get_config, resolve_device
-from src.data import dataset_info, get_loader
+from src.data import dataset_info, get_loader, is_imagefolder_name
 from src.errors import UserError
 from src.models.checkpoint import load_checkpoint
+from src.models.describe import check_takes_input
 from src.training.evaluate import evaluate
-
-DEFAULT_VAL_SIZE = 5000
 
 
 def check_compatible(meta: Dict[str, Any], dataset: str) -> None:
@@ -26,8 +32,10 @@ def check_compatible(meta: Dict[str, Any], dataset: str) -> None:
 def held_out_size(meta: Dict[str, Any], dataset: str, split: str, val_size: Optional[int]) -> int:
     """The 'val' size to use: the recorded one by default; a larger one would score the model on its training data."""
     recorded = meta.get("val_size")
+    if recorded is not None and is_imagefolder_name(dataset) and dataset != meta["dataset"]:
+        recorded = None  # another folder's hold-out says nothing about this one
     if val_size is None:
-        return DEFAULT_VAL_SIZE if recorded is None else recorded
+        return default_val_size(dataset) if recorded is None else recorded
     if split == "val" and recorded is not None and dataset == meta["dataset"] and val_size > recorded:
         raise UserError(f"the model was trained with --val-size {recorded}: a 'val' split of {val_size} would hold "
                         f"{val_size - recorded} of its training images; use --val-size {recorded} or less")
@@ -42,12 +50,13 @@ def evaluate_checkpoint(path, dataset: Optional[str] = None, split: str = "test"
     config = get_config()
     device = resolve_device(device or config.device)
     model, meta = load_checkpoint(path, model_name=model_name, dataset=dataset, device=device)
-    dataset = dataset or meta["dataset"]
+    dataset = dataset_info(dataset or meta["dataset"]).name  # an image folder's canonical name, as recorded
     check_compatible(meta, dataset)
+    check_takes_input(model, meta, dataset_info(dataset), f"the model in {path}")
     val_size = held_out_size(meta, dataset, split, val_size)
     loader = get_loader(dataset, split, batch_size, val_size=val_size, max_samples=max_samples, config=config,
                         device=device, download=download)
     result = evaluate(model, loader, dataset_info(dataset).multilabel, device)
     return {"checkpoint": str(path), "model": meta["model"], "trained_on": meta["dataset"], "dataset": dataset,
             "split": split, "val_size": val_size, "n": result.n, "loss": result.loss, "acc": result.acc,
-            "iteration": meta.get("iteration"), "val_acc_at_save": meta.get("val_acc")}
+            "iteration": meta.get("iteration"), "val_acc_at_save": meta.get("val_acc"), **dataset_provenance(dataset)}

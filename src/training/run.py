@@ -9,12 +9,13 @@ Under ``torchrun --nproc_per_node=N train_model.py ...`` the run is one run on N
 of it with DistributedDataParallel, rank 0 alone checks, claims and writes the run folder, and a
 ``--resume`` must use as many processes as the run it continues.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
 
+from src.cli import dataset_provenance, default_val_size
 from src.config import get_config, resolve_device, resolve_path
 from src.data import dataset_info, get_loader, load_split
 from src.distributed import World, main_does, session, world_from_env
@@ -42,7 +43,7 @@ class TrainJob:
     weight_decay: float = 1e-4
     optimizer: str = "sgd"
     save_frequency: Optional[int] = 10000  # None: only iteration 0 and the last
-    val_size: int = 5000
+    val_size: Optional[int] = None  # None: the dataset's default (src.cli.default_val_size: 5000 for the built-in ones)
     max_samples: Optional[int] = None
     no_augment: bool = False
     download: bool = False
@@ -126,9 +127,11 @@ def claim_run_folder(run_dir: Path, args: TrainJob) -> None:
 
 def train_from_args(args: TrainJob, argv=None) -> Path:
     """Train ``args.model`` on ``args.dataset``; returns the run folder with the checkpoints and the log."""
-    check_train_job(args)
+    check_train_job(args if args.val_size is not None else replace(args, val_size=0))  # None: filled in below
     config = get_config()
     info = dataset_info(args.dataset)
+    if args.val_size is None:  # recorded as a number (run settings, metadata, provenance)
+        args = replace(args, val_size=default_val_size(info.name))
     name = canonical_model_name(args.model)
     out_dir = resolve_path(args.out_dir) if args.out_dir else config.snapshots_dir
     run_dir = run_folder(out_dir, name, info.name, args.init_noise, args.gradient_noise)
@@ -158,7 +161,7 @@ def _train(args: TrainJob, argv, config, name: str, run_dir: Path, settings_now:
     val = get_loader(info.name, "val", max(args.batch_size, 512), **common)
     meta = {"model": name, "dataset": info.name, "n_channels": info.n_channels, "n_classes": info.n_classes,
             "input_size": list(info.input_size), "init_seed": args.init_noise, "gradient_seed": args.gradient_noise,
-            "val_size": args.val_size, "provenance": provenance(args, argv)}
+            "val_size": args.val_size, **dataset_provenance(info.name), "provenance": provenance(args, argv)}
     if world.distributed:
         meta["world_size"] = world.size
     settings = TrainSettings(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
