@@ -36,7 +36,8 @@ def load_summaries(folder) -> pd.DataFrame:
     """The summary rows of every stitching result pickle below ``folder``, with their paths.
 
     Other kinds of pickle (a matrix's ``matrix.pkl``, similarity matrices) are passed over; a pickle that
-    cannot be read (corrupt, truncated, or refused by the safe loader) is passed over with a warning naming it.
+    cannot be read (corrupt, truncated, refused by the safe loader, a pickle bomb asking for more memory than
+    its size allows, or more than this machine has) is passed over with a warning naming it.
     """
     rows, skipped = [], []
     for path in sorted(Path(folder).rglob("*.pkl")):
