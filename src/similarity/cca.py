@@ -10,19 +10,24 @@ Rank: singular values of a centred representation below ``s_max * rtol`` are tre
 data (its rounding noise level); the ``rtol`` keyword overrides it. There are
 ``k = min(rank_x, rank_y)`` canonical correlations and the averages are over these k.
 
-Degenerate case (documented result, not an error): when a representation's centred data has rank
-N - 1 (e.g. D >= N - 1 for generic data) its span covers every centred direction of R^N, so every
-canonical correlation with any other representation is 1 and R^2_CCA = mean rho = 1. This is the
-known overfitting of CCA when D is not much smaller than N; use SVCCA, or more samples. Constant
-representations (all rows equal) are a UserError. Results are never clamped (a correlation may
-exceed 1 by ~1e-15).
+Degenerate data (a :class:`src.similarity._prep.DegenerateMeasure`, never a number): centred data
+lie in the (N - 1)-dimensional space orthogonal to the ones vector, so two column spaces of ranks
+r_x and r_y share at least ``r_x + r_y - (N - 1)`` dimensions, each a canonical correlation of exactly
+1 whatever the data. :func:`cca`, :func:`cca_mean_rho` and :func:`pwcca` therefore refuse when
+``r_x + r_y > N - 1`` (with r_x = N - 1, e.g. D >= N - 1 generic features, every correlation is 1: the
+known overfitting of CCA when D is not much smaller than N), :func:`svcca` when the directions it keeps
+do; fewer than 3 samples and constant representations are refused too. Below that the values are
+data-dependent, with the known small-sample bias (independent Gaussian data: E[R^2_CCA] =
+max(r_x, r_y) / (N - 1)). :func:`canonical_correlations` returns the correlations as they are, forced
+ones included. Results are never clamped (a correlation may exceed 1 by ~1e-15).
 """
 from typing import Optional
 
 import torch
 
 from src.errors import UserError
-from src.similarity._prep import as_float, center64, pair, require_varies, rtol_or_default
+from src.similarity._prep import (as_float, center64, check_degenerate, measure_pair, pair, require_varies,
+                                  rtol_or_default)
 
 
 def _svd_centered(t: torch.Tensor):
@@ -35,21 +40,37 @@ def _rank(s: torch.Tensor, rtol: float) -> int:
     return int((s > s[0] * rtol).sum()) if s.numel() else 0
 
 
-def _bases(x, y, rtol: Optional[float], measure: str):
-    xf, yf = pair(x, y, min_n=2, measure=measure)
-    require_varies(xf, "x", measure)
-    require_varies(yf, "y", measure)
+def _bases(x, y, rtol: Optional[float], measure: Optional[str]):
+    """Centred data, orthonormal bases of the column spaces and singular values of both sides.
+
+    ``measure`` (a registry name): its degeneracy rules are applied (``None``: only N >= 2 and no
+    constant side, for :func:`canonical_correlations`); ``svcca`` checks its ranks after the reduction."""
+    if measure is None:
+        xf, yf = pair(x, y, min_n=2, measure="CCA")
+        require_varies(xf, "x", "CCA")
+        require_varies(yf, "y", "CCA")
+    else:
+        xf, yf = measure_pair(x, y, measure)
     out = []
     for t in (xf, yf):
         xc, u, s = _svd_centered(t)
         r = _rank(s, rtol_or_default(rtol, t.shape[0], t.shape[1], t))
         out.append((xc, u[:, :r], s[:r]))
+    if measure is not None and measure != "svcca":
+        _check_ranks(measure, xf.shape[0], out[0][1].shape[1], out[1][1].shape[1], xf.shape[1], yf.shape[1])
     return out
 
 
+def _check_ranks(measure: str, n: int, r_x: int, r_y: int, d_x: int, d_y: int) -> None:
+    check_degenerate(measure, n, ranks=(r_x, r_y), widths=(d_x, d_y))
+
+
 def canonical_correlations(x, y, rtol: Optional[float] = None) -> torch.Tensor:
-    """The ``min(rank_x, rank_y)`` canonical correlations of the centred data, descending (float64)."""
-    (_, ux, _), (_, uy, _) = _bases(x, y, rtol, "CCA")
+    """The ``min(rank_x, rank_y)`` canonical correlations of the centred data, descending (float64).
+
+    No degeneracy check: with ``rank_x + rank_y > N - 1`` the first ``rank_x + rank_y - (N - 1)`` of
+    them are 1 by dimension counting (see the module notes)."""
+    (_, ux, _), (_, uy, _) = _bases(x, y, rtol, None)
     return torch.linalg.svdvals(ux.T @ uy)
 
 
@@ -57,17 +78,17 @@ def cca(x, y, rtol: Optional[float] = None) -> float:
     """R^2_CCA: the mean squared canonical correlation, ``||Ux^T Uy||_F^2 / min(rank_x, rank_y)``.
 
     (Kornblith et al. 2019's R^2_CCA, with ranks in place of widths.) Invariant to any invertible
-    linear map and translation of either argument. 1 when either centred representation has rank
-    N - 1 (see the module notes).
+    linear map and translation of either argument. DegenerateMeasure when ``rank_x + rank_y > N - 1``
+    (see the module notes).
     """
-    (_, ux, _), (_, uy, _) = _bases(x, y, rtol, "CCA")
+    (_, ux, _), (_, uy, _) = _bases(x, y, rtol, "cca")
     k = min(ux.shape[1], uy.shape[1])
     return as_float(torch.linalg.matrix_norm(ux.T @ uy).square() / k)
 
 
 def cca_mean_rho(x, y, rtol: Optional[float] = None) -> float:
     """The mean canonical correlation (rho-bar of Raghu et al. 2017), ``||Ux^T Uy||_* / k``."""
-    (_, ux, _), (_, uy, _) = _bases(x, y, rtol, "CCA")
+    (_, ux, _), (_, uy, _) = _bases(x, y, rtol, "cca_mean_rho")
     k = min(ux.shape[1], uy.shape[1])
     return as_float(torch.linalg.svdvals(ux.T @ uy).sum() / k)
 
@@ -85,12 +106,15 @@ def svcca(x, y, keep: float = 0.99, rtol: Optional[float] = None) -> float:
 
     Each centred representation keeps its top singular directions explaining a fraction ``keep``
     of its variance (the fewest such directions; never more than its numerical rank), then the
-    mean CCA correlation of the reduced representations is returned.
+    mean CCA correlation of the reduced representations is returned. DegenerateMeasure when the kept
+    directions k_x + k_y exceed N - 1 (some correlations would be 1 whatever the data; a smaller
+    ``keep`` or more samples help).
     """
     if not 0 < keep <= 1:
         raise UserError(f"keep (the fraction of variance SVCCA keeps) must be in (0, 1], got {keep}")
-    (_, ux, sx), (_, uy, sy) = _bases(x, y, rtol, "SVCCA")
+    (xc, ux, sx), (yc, uy, sy) = _bases(x, y, rtol, "svcca")
     ux, uy = _top_directions(ux, sx, keep), _top_directions(uy, sy, keep)
+    _check_ranks("svcca", xc.shape[0], ux.shape[1], uy.shape[1], xc.shape[1], yc.shape[1])
     k = min(ux.shape[1], uy.shape[1])
     return as_float(torch.linalg.svdvals(ux.T @ uy).sum() / k)
 
@@ -106,7 +130,7 @@ def pwcca(x, y, rtol: Optional[float] = None) -> float:
     translation, permutation and sign flips of the neurons of x, but not to rotations of x (the
     weights are L1 sums over x's neurons).
     """
-    (xc, ux, _), (_, uy, _) = _bases(x, y, rtol, "PWCCA")
+    (xc, ux, _), (_, uy, _) = _bases(x, y, rtol, "pwcca")
     u, rho, _ = torch.linalg.svd(ux.T @ uy, full_matrices=False)
     k = min(ux.shape[1], uy.shape[1])
     h = ux @ u[:, :k]                      # canonical variates of x, N x k, orthonormal

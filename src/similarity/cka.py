@@ -16,13 +16,15 @@ float32, with every sum of products in float64 (an offset of the features never 
 about 2x faster on CPUs). Results are plain Python floats and are never clamped: a debiased value
 may be slightly negative and any value may exceed 1 by rounding.
 """
-from typing import Any, Dict, List, Optional, Sequence
+import math
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from src.errors import UserError
 from src.similarity import _prep
-from src.similarity._prep import as_float, center64, check_method, pair, require_varies, use_feature_form
+from src.similarity._prep import (DegenerateMeasure, as_float, center64, check_degenerate, check_method, measure_pair,
+                                  pair, use_feature_form)
 from src.similarity.gram import sample_mean
 from src.similarity.hsic import (BIASED, UNBIASED, HSICEstimator, HSICMatrix, Terms, minibatch_slices, ratio, sq_fro,
                                  sq_fro_gram_t)
@@ -110,11 +112,11 @@ def _ratio(kl, kk, ll) -> float:
     return as_float(ratio(kl, kk, ll))
 
 
-def _debiased_ratio(hkl, hkk, hll, what: str = "debiased CKA") -> float:
+def _debiased_ratio(hkl, hkk, hll, measure: str = "cka_debiased") -> float:
     if not (float(hkk) > 0 and float(hll) > 0):
-        raise UserError(f"{what} is undefined here: the unbiased HSIC estimate of a representation with "
-                        f"itself is not positive (HSIC(K,K)={float(hkk):.3g}, HSIC(L,L)={float(hll):.3g}); "
-                        f"use more samples")
+        raise DegenerateMeasure(measure, f"the unbiased HSIC estimate of a representation with itself is not positive "
+                                         f"(HSIC(K,K)={float(hkk):.3g}, HSIC(L,L)={float(hll):.3g}), so the ratio is "
+                                         f"undefined", "more samples")
     return _ratio(hkl, hkk, hll)
 
 
@@ -129,7 +131,8 @@ def cka(x, y, method: str = "auto") -> float:
     ``||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)``. ``method``: ``"auto"`` (cheaper form),
     ``"gram"`` or ``"feature"``. Invariant to orthogonal maps, isotropic scaling and translation
     of either argument. Known positive bias for finite N (about D/(N+D) for independent data);
-    see :func:`cka_debiased`. A constant representation is a UserError.
+    see :func:`cka_debiased`. Fewer than 3 samples (with 2 it is 1 whatever the data) or a constant
+    representation is a :class:`src.similarity._prep.DegenerateMeasure`.
     """
     return cka_against([x], y, method)[0]
 
@@ -137,14 +140,25 @@ def cka(x, y, method: str = "auto") -> float:
 def cka_against(xs: Sequence, y, method: str = "auto") -> List[float]:
     """``[cka(x, y) for x in xs]`` (:func:`cka` is this with one ``x``), with ``y``'s side (its centred
     data and HSIC with itself, or its prepared Gram) computed once instead of once per ``x`` (a stitch
-    compares three representations with the receiver's). Each pair takes the cheaper form for its widths."""
+    compares three representations with the end network's). Each pair takes the cheaper form for its widths.
+    A degenerate pair raises :class:`src.similarity._prep.DegenerateMeasure` (see :func:`cka_against_cells`)."""
+    return [value for value, _ in cka_against_cells(xs, y, method, raise_degenerate=True)]
+
+
+def cka_against_cells(xs: Sequence, y, method: str = "auto",
+                      raise_degenerate: bool = False) -> List[Tuple[float, Optional[str]]]:
+    """:func:`cka_against` as ``(value, None)`` per ``x``, or ``(nan, reason)`` for a degenerate pair
+    (too few samples, a constant side): for results that store NaN with the reason beside it."""
     memo: Dict[Any, Any] = {}
-    out = []
+    out: List[Tuple[float, Optional[str]]] = []
     for x in xs:
-        xf, yf = pair(x, y, measure="CKA")
-        require_varies(xf, "x", "CKA")
-        if not memo:
-            require_varies(yf, "y", "CKA")
+        try:
+            xf, yf = measure_pair(x, y, "cka")
+        except DegenerateMeasure as err:
+            if raise_degenerate:
+                raise
+            out.append((math.nan, err.reason))
+            continue
         dtype = product_dtype(xf, yf)
         if use_feature_form(xf.shape[0], (xf.shape[1], yf.shape[1]), method):
             if ("feature", dtype) not in memo:
@@ -153,13 +167,13 @@ def cka_against(xs: Sequence, y, method: str = "auto") -> List[float]:
             yc, ll = memo[("feature", dtype)]
             xc = _prep.unit_frobenius(centred(xf, dtype))
             n2 = float(xc.shape[-2]) ** 2
-            out.append(_ratio(sq_fro(yc.mT @ xc) / n2, sq_fro_gram_t(xc) / n2, ll / n2))
+            out.append((_ratio(sq_fro(yc.mT @ xc) / n2, sq_fro_gram_t(xc) / n2, ll / n2), None))
             continue
         acc = HSICMatrix(BIASED, precision=dtype, device=xf.device)
         if ("gram", dtype) not in memo:
             memo[("gram", dtype)] = acc.prepared([yf])
         acc.update_prepared(acc.prepared([xf]), memo[("gram", dtype)], xf.shape[0])
-        out.append(_ratio(acc.cross[0, 0], acc.self1[0], acc.self2[0]))
+        out.append((_ratio(acc.cross[0, 0], acc.self1[0], acc.self2[0]), None))
     return out
 
 
@@ -167,12 +181,10 @@ def cka_debiased(x, y, method: str = "auto") -> float:
     """Linear CKA with the unbiased HSIC estimator (Song et al. 2012), as in Nguyen et al. 2021.
 
     Near 0 for independent data (no finite-sample bias), 1 for identical representations, may be
-    slightly negative. Needs N >= 4 (UserError otherwise). If an estimate of HSIC(K,K) is not
-    positive (tiny N, degenerate data) a UserError is raised instead of returning NaN.
+    slightly negative. Needs N >= 4; fewer samples, a constant representation or an estimate of
+    HSIC(K,K) that is not positive (tiny N) is a :class:`src.similarity._prep.DegenerateMeasure`.
     """
-    xf, yf = pair(x, y, min_n=4, measure="debiased CKA (unbiased HSIC)")
-    require_varies(xf, "x", "debiased CKA")
-    require_varies(yf, "y", "debiased CKA")
+    xf, yf = measure_pair(x, y, "cka_debiased")
     return _debiased_ratio(*linear_terms(xf, yf, UNBIASED, method))
 
 
@@ -226,7 +238,7 @@ class MinibatchCKA:
         if self._acc is None:
             raise UserError("MinibatchCKA.value() called before any update()")
         acc = self._acc
-        return _debiased_ratio(acc.cross[0, 0], acc.self1[0], acc.self2[0], "minibatch CKA")
+        return _debiased_ratio(acc.cross[0, 0], acc.self1[0], acc.self2[0], "cka_minibatch")
 
 
 def cka_minibatch(x, y, batch_size: int = 256, method: str = "auto") -> float:
@@ -239,10 +251,9 @@ def cka_minibatch(x, y, batch_size: int = 256, method: str = "auto") -> float:
     tensor op; in the Gram form each batch goes through the matrix engine, as in
     :func:`src.similarity.cka_matrix`.
     """
-    xf, yf = pair(x, y, min_n=4, measure="minibatch CKA (unbiased HSIC)")
+    minibatch_slices(0, batch_size)  # a bad batch_size is an option error, before the data are looked at
+    xf, yf = measure_pair(x, y, "cka_minibatch")
     parts = minibatch_slices(xf.shape[0], batch_size)
-    require_varies(xf, "x", "minibatch CKA")
-    require_varies(yf, "y", "minibatch CKA")
     acc = MinibatchCKA(method)
     size = parts[0].stop - parts[0].start
     full = sum(1 for part in parts if part.stop - part.start == size)
@@ -290,8 +301,9 @@ def rbf_gram(x: torch.Tensor, sigma_frac: float = 0.8, name: str = "x") -> torch
     sq.fill_diagonal_(0)
     median = _median_offdiag_distance(sq)
     if not float(median) > 0:
-        raise UserError(f"the median pairwise distance of {name} is 0 (more than half of its samples "
-                        f"coincide): the RBF bandwidth is undefined")
+        raise DegenerateMeasure("cka_rbf", f"the median pairwise distance of {name} is 0 (more than half of its "
+                                           f"samples coincide), so the RBF bandwidth is undefined",
+                                "more (distinct) samples or another layer")
     sigma = sigma_frac * median
     return sq.div_(-2 * sigma * sigma).exp_()
 
@@ -308,14 +320,12 @@ def cka_rbf(x, y, sigma_frac: float = 0.8, debiased: bool = False) -> float:
     """
     if not sigma_frac > 0:
         raise UserError(f"sigma_frac must be positive, got {sigma_frac}")
-    xf, yf = pair(x, y, min_n=4 if debiased else 2, measure="RBF CKA")
-    require_varies(xf, "x", "RBF CKA")
-    require_varies(yf, "y", "RBF CKA")
+    xf, yf = measure_pair(x, y, "cka_rbf", min_samples=UNBIASED.min_n if debiased else None)
     estimator = UNBIASED if debiased else BIASED
     f = estimator.prepare_(torch.stack([rbf_gram(xf, sigma_frac, "x"), rbf_gram(yf, sigma_frac, "y")]))
     (kk, kl), (_, ll) = f @ f.T
     if debiased:
-        return _debiased_ratio(kl, kk, ll, "debiased RBF CKA")
+        return _debiased_ratio(kl, kk, ll, "cka_rbf")
     return _ratio(kl, kk, ll)
 
 
@@ -340,16 +350,15 @@ def dcka(x, y, inputs=None, method: str = "auto") -> float:
         dCKA = (<K,L> - <K,K0><L,K0>/<K0,K0>) / sqrt((<K,K> - <K,K0>^2/<K0,K0>)(<L,L> - <L,K0>^2/<K0,K0>)).
 
     ``inputs`` (N x ..., the network inputs, flattened per sample) is required. A representation
-    whose Gram is (numerically) a multiple of the input Gram has no deconfounded part: UserError.
+    whose Gram is (numerically) a multiple of the input Gram has no deconfounded part, a
+    :class:`src.similarity._prep.DegenerateMeasure` (as are fewer than 3 samples and constant data).
     """
     if inputs is None:
         raise UserError("dcka needs the network inputs: pass inputs=<the N input samples> "
                         "(the input similarity is what gets regressed out)")
-    xf, yf = pair(x, y, measure="dCKA")
+    xf, yf = pair(x, y, measure="dcka")
     zf = _prep.extra(inputs, xf.shape[0], xf.device, "inputs", xf)
-    require_varies(xf, "x", "dCKA")
-    require_varies(yf, "y", "dCKA")
-    require_varies(zf, "inputs", "dCKA")
+    check_degenerate("dcka", xf.shape[0], constant=_prep.constant_names([("x", xf), ("y", yf), ("inputs", zf)]))
     dims = (xf.shape[1], yf.shape[1], zf.shape[1])
     if use_feature_form(xf.shape[0], dims, method):
         xc, yc, zc = (_prep.unit_frobenius(center64(t)) for t in (xf, yf, zf))
@@ -362,7 +371,8 @@ def dcka(x, y, inputs=None, method: str = "auto") -> float:
     rk, rl = kk - k0 * k0 / z0, ll - l0 * l0 / z0
     for name, resid, scale in (("x", rk, kk), ("y", rl, ll)):
         if not float(resid) > CONFOUNDED_RTOL * float(scale):
-            raise UserError(f"dCKA is undefined: the similarity structure of {name} is entirely explained "
-                            f"by the inputs' (its Gram is a multiple of the input Gram)")
+            raise DegenerateMeasure("dcka", f"the similarity structure of {name} is entirely explained by the "
+                                            f"inputs' (its Gram is a multiple of the input Gram), so dCKA is 0/0",
+                                    "another layer, or cka")
     return as_float(num / torch.sqrt(rk * rl))
 

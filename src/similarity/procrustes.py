@@ -11,11 +11,16 @@ change ||X^^T Y^||_*, so the formula is the distance after zero-padding. d = 0 e
 Y = c X Q + v (c > 0, Q orthogonal, v a constant row). The angular metric of Williams et al. 2021 is
 ``arccos(1 - d/2)``; ``sqrt(d)`` is the plain Procrustes metric. The value is not clamped: a
 perfect match may give ~-1e-16.
+
+Degenerate data (a :class:`src.similarity._prep.DegenerateMeasure`): the distance compares the shapes
+of two N-point configurations, and with N = 2 any two are similar (d = 0 whatever the data), so it
+needs N >= 3; a constant representation (0/0) is refused too. Wide layers (D >= N) are not
+degenerate here: d depends on the data through the two N x N Gram matrices (though for D >> N random
+configurations concentrate near regular simplices and d shrinks towards 0).
 """
 import torch
 
-from src.similarity._prep import (as_float, center64, pair, require_varies, unit_frobenius,
-                                  use_feature_form)
+from src.similarity._prep import as_float, center64, measure_pair, unit_frobenius, use_feature_form
 
 
 def nuclear_cross(xc: torch.Tensor, yc: torch.Tensor, feature: bool) -> torch.Tensor:
@@ -33,12 +38,10 @@ def procrustes(x, y, method: str = "auto") -> float:
     """Squared orthogonal Procrustes distance ``2 - 2 ||X^^T Y^||_*`` in [0, 2] (see module notes).
 
     ``method``: ``"feature"`` (SVD of the D_x x D_y cross product), ``"gram"`` (SVDs of the two
-    N x D data matrices, cheaper when D >> N) or ``"auto"``. Symmetric; a constant
-    representation is a UserError.
+    N x D data matrices, cheaper when D >> N) or ``"auto"``. Symmetric; fewer than 3 samples or a
+    constant representation is a DegenerateMeasure.
     """
-    xf, yf = pair(x, y, min_n=2, measure="Procrustes distance")
-    require_varies(xf, "x", "the Procrustes distance")
-    require_varies(yf, "y", "the Procrustes distance")
+    xf, yf = measure_pair(x, y, "procrustes")
     n, dx, dy = xf.shape[0], xf.shape[1], yf.shape[1]
     if method == "auto":
         feature_cost = dx * dy * (n + min(dx, dy))

@@ -23,12 +23,19 @@ ps_inv           weights          {'w': (D_y, D_x), 'b': (D_y,)} least squares w
 ls_orth          weights          same, W (semi-)orthogonal
 ls_sum           weights_by_rank  {rank: {'w', 'b'}} for ranks 4, 8, 16 and D_y (full)
 ===============  ===============  =======================================================
+
+Degenerate data are refused, never given a number (:class:`src.similarity._prep.DegenerateMeasure`;
+rules in :mod:`src.similarity._prep`): fewer samples than the record's ``min_samples`` (3 for the
+centred measures, whose every value is fixed with 2 samples; 4 for the unbiased HSIC), a constant
+representation, ``rank_x + rank_y > N - 1`` for the canonical-correlation measures (svcca: its kept
+directions), ``rank_x >= N - 1`` for lr. Matrices store NaN with the reason instead.
 """
 from typing import List, Sequence
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
 from src.errors import UserError
+from src.similarity._prep import MIN_SAMPLES, DegenerateMeasure, degenerate_reason
 from src.similarity.basic import corr, l2
 from src.similarity.cca import cca, cca_mean_rho, pwcca, svcca
 from src.similarity.cka import cka, cka_debiased, cka_minibatch, cka_rbf, dcka
@@ -55,7 +62,10 @@ class Measure:
     - ``gram``: the HSIC estimator of its Gram form (:mod:`src.similarity.hsic`): layer x layer
       matrices come from the stacked-Gram engine, with permutation tests and bootstrap intervals;
       ``None``: computed one pair at a time;
-    - ``streams``: evaluated batch by batch (memory does not grow with N).
+    - ``streams``: evaluated batch by batch (memory does not grow with N);
+    - ``min_samples`` (property): the fewest samples with which the measure is informative (per batch
+      for a streaming one), from :data:`src.similarity._prep.MIN_SAMPLES`, the one definition the
+      functions, the scripts and the matrices all use.
     """
 
     name: str
@@ -75,6 +85,10 @@ class Measure:
             raise ValueError(f"{self.name}: float measures have a scale in {SCALES}, the others none")
         if self.streams and self.gram is None:
             raise ValueError(f"{self.name}: only measures with a Gram form stream")
+
+    @property
+    def min_samples(self) -> int:
+        return MIN_SAMPLES[self.name]
 
     @property
     def distance(self) -> bool:
@@ -132,6 +146,14 @@ def get_record(name: str) -> Measure:
 def get_measure(name: str) -> Callable:
     """The function registered as ``name``; an unknown name is a UserError listing the valid ones."""
     return get_record(name).function
+
+
+def check_sample_count(measure: str, n: int, option: str = "") -> None:
+    """DegenerateMeasure when ``n`` samples are fewer than ``measure`` needs (its record's ``min_samples``);
+    ``option`` (e.g. ``--samples``) names the script option that sets the count, for the advice."""
+    found = degenerate_reason(get_record(measure).name, n)
+    if found is not None:
+        raise DegenerateMeasure(measure, *found, samples_option=option or None)
 
 
 def check_minibatch_size(measure: str, batch_size: int) -> None:

@@ -22,15 +22,22 @@ number: directions of X weaker than ~1e-6 of the strongest are fitted to only a 
 for a stitching initialisation; :func:`lr` uses an SVD of the data instead). The one-shot
 functions run the same accumulator over row chunks, so they equal the streaming fit over any
 batching and hold at most a few tens of MiB of float64 temporaries.
+
+Degenerate data: :func:`lr` refuses (a :class:`src.similarity._prep.DegenerateMeasure`) an X whose centred
+rank reaches N - 1 (it predicts every Y exactly: R^2 = 1 whatever the data), a constant X or Y and
+fewer than 3 samples; :meth:`LeastSquaresFit.r2` is NaN with a warning in the same case (rows of
+pixels as samples). The maps themselves are still given (the minimum-norm solution).
 """
+import warnings
 from typing import Dict, Iterable, Optional
 
 import numpy as np
 import torch
 
 from src.errors import UserError
-from src.similarity._prep import (EPS64, FLOAT32_RTOL, as_float, center64, check_finite, input_eps, is_constant,
-                                  pair, pixel_rows, require_varies, rtol_or_default, shape_str, to_tensor)
+from src.similarity._prep import (EPS64, FLOAT32_RTOL, DegenerateWarning, as_float, center64, check_degenerate,
+                                  check_finite, degenerate_reason, input_eps, measure_pair, pixel_rows,
+                                  rtol_or_default, shape_str, to_tensor)
 
 BLOCK_ELEMS = 1 << 22  # float64 elements per row chunk of (X, Y)
 DEFAULT_RANKS = (4, 8, 16)
@@ -46,17 +53,16 @@ def lr(x, y, rtol: Optional[float] = None) -> float:
         1 - ||Y - X W - b||_F^2 / ||Y - mean(Y)||_F^2 = ||P_X Yc||_F^2 / ||Yc||_F^2
 
     (P_X = projection onto the column space of the centred X, from its thin SVD in float64; the
-    rank tolerance is as in :mod:`src.similarity.cca`). In-sample: it is 1 whenever the centred X
-    has rank N - 1 (e.g. D_x >= N - 1). Samples x flattened features. A constant Y is a UserError;
-    a constant X predicts nothing beyond the intercept (0.0).
+    rank tolerance is as in :mod:`src.similarity.cca`). Samples x flattened features. In-sample, so
+    degenerate (a :class:`src.similarity._prep.DegenerateMeasure`, not 1.0) when the centred X has
+    rank N - 1 (e.g. D_x >= N - 1): it then spans every centred direction and predicts any Y exactly.
+    Fewer than 3 samples and a constant X or Y (R^2 fixed at 0, or 0/0) are degenerate too.
     """
-    xf, yf = pair(x, y, min_n=2, measure="lr (linear regression R^2)")
-    require_varies(yf, "y", "the R^2 of predicting y")
-    if is_constant(xf):
-        return 0.0
+    xf, yf = measure_pair(x, y, "lr")
     xc, yc = center64(xf), center64(yf)
     u, s, _ = torch.linalg.svd(xc, full_matrices=False)
     r = int((s > s[0] * rtol_or_default(rtol, xf.shape[0], xf.shape[1], xf)).sum())
+    check_degenerate("lr", xf.shape[0], ranks=(r,), widths=(xf.shape[1],))
     u = u[:, :r]
     return as_float(torch.linalg.matrix_norm(u.T @ yc).square() / torch.linalg.matrix_norm(yc).square())
 
@@ -87,6 +93,7 @@ class LeastSquaresFit:
         self.low_precision = False  # any float32-or-narrower batch seen
         self.mean_x = self.mean_y = self.cxx = self.cxy = self.cyy = None
         self._pinv: Optional[torch.Tensor] = None  # of the co-moments as they are now; cleared by update()
+        self._rank = 0  # numerical rank of the X co-moments, set with _pinv
 
     # -- accumulation --------------------------------------------------------------------------
     def _merge(self, xr: torch.Tensor, yr: torch.Tensor) -> None:
@@ -157,6 +164,7 @@ class LeastSquaresFit:
             rtol = max(max(self.n, d) * EPS64, FLOAT32_RTOL if self.low_precision else 0.0)
         lam_max = lam[-1].clamp_min(0)
         keep = lam > lam_max * max(rtol * rtol, 16 * d * EPS64)
+        self._rank = int(keep.sum())
         vk = vec[:, keep]
         return (vk / lam[keep]) @ vk.T
 
@@ -220,14 +228,28 @@ class LeastSquaresFit:
         out = torch.where(scale > 0, self.cxy / torch.where(scale > 0, scale, 1.0), 0.0)
         return out.cpu().numpy()
 
-    def r2(self) -> float:
-        """Pooled in-sample R^2 of the least-squares fit, from the accumulated co-moments."""
+    def degenerate_reason(self) -> Optional[str]:
+        """Why :meth:`r2` is degenerate on the data seen so far, or None: a constant Y (0/0), or X whose
+        numerical rank (the pseudo-inverse's) reaches N - 1 rows, so that every Y is fitted exactly."""
         self._require_data()
-        total = torch.trace(self.cyy)
-        if not float(total) > 0:
-            raise UserError("y is constant across samples: R^2 is undefined")
+        if not float(torch.trace(self.cyy)) > 0:
+            return "y is constant across the rows (samples x pixels), so R^2 is 0/0"
+        self._pinv_xx()
+        found = degenerate_reason("least-squares R^2", self.n, ranks=(self._rank,), widths=(self.cxx.shape[0],))
+        return None if found is None else found[0]
+
+    def r2(self) -> float:
+        """Pooled in-sample R^2 of the least-squares fit, from the accumulated co-moments.
+
+        NaN, with a :class:`src.similarity._prep.DegenerateWarning` giving the reason, when it is
+        degenerate (:meth:`degenerate_reason`): an R^2 of 1 that any Y would get is never reported."""
+        reason = self.degenerate_reason()
+        if reason is not None:
+            warnings.warn(f"least-squares R^2 is degenerate here (stored as NaN): {reason}", DegenerateWarning,
+                          stacklevel=2)
+            return float("nan")
         explained = (self.cxy * (self._pinv_xx() @ self.cxy)).sum()
-        return as_float(explained / total)
+        return as_float(explained / torch.trace(self.cyy))
 
 
 def _fit(x, y, rtol) -> LeastSquaresFit:

@@ -5,7 +5,7 @@ import torch
 from scipy.linalg import orthogonal_procrustes, sqrtm
 
 from src.errors import UserError
-from src.similarity import canonical_correlations, cca, cca_mean_rho, procrustes, pwcca, svcca
+from src.similarity import DegenerateMeasure, canonical_correlations, cca, cca_mean_rho, procrustes, pwcca, svcca
 from tests.math_helpers import orthogonal, rng, sum_tol
 
 
@@ -59,14 +59,17 @@ def test_cca_invariant_to_invertible_maps_and_translation():
     assert abs(pwcca(x @ orthogonal(8, 9), y) - pwcca(x, y)) > 1e-4
 
 
-def test_cca_is_one_when_dimension_reaches_n():
-    """Documented: rank N - 1 spans all centred directions, so every canonical correlation is 1."""
+def test_cca_refuses_when_dimension_reaches_n():
+    """Rank N - 1 spans all centred directions, so every canonical correlation is 1 whatever the data: the
+    averages are refused (DegenerateMeasure), while canonical_correlations returns the forced 1s as they are."""
     g = rng(8)
     x, y = g.standard_normal((20, 50)), g.standard_normal((20, 30))
     for f in (cca, cca_mean_rho, pwcca):
-        value = f(x, y)
-        assert np.isfinite(value) and value == pytest.approx(1.0, abs=1e-9)
-    assert canonical_correlations(x, y).numel() == 19  # centred rank N - 1
+        with pytest.raises(DegenerateMeasure, match=r"degenerate.*50 features.*19 \+ 19 = 38 > N - 1 = 19"):
+            f(x, y)
+    rho = canonical_correlations(x, y)
+    assert rho.numel() == 19  # centred rank N - 1
+    np.testing.assert_allclose(rho.numpy(), 1.0, atol=1e-9)
 
 
 def test_rank_deficient_inputs_give_finite_cca():

@@ -6,8 +6,8 @@ from torch.nn import functional as F
 
 from src.errors import UserError
 from tests.math_helpers import sum_tol
-from src.similarity import (FLOAT_MEASURES, MEASURES, RETURNS, LeastSquaresFit, canonical_correlations, corr,
-                            get_measure, l2, lr, ls_orth, ls_sum, ps_inv)
+from src.similarity import (FLOAT_MEASURES, MEASURES, RETURNS, DegenerateMeasure, LeastSquaresFit,
+                            canonical_correlations, corr, get_measure, l2, lr, ls_orth, ls_sum, ps_inv)
 
 
 def rng(seed=0):
@@ -174,8 +174,10 @@ def test_lr_matches_numpy_regression_and_streaming_r2():
     expected = 1 - np.sum((y - x @ w.T - b) ** 2) / np.sum((y - y.mean(0)) ** 2)
     assert lr(x, y) == pytest.approx(expected, rel=1e-10)
     assert LeastSquaresFit().update(x, y).r2() == pytest.approx(expected, rel=1e-9)
-    assert lr(g.standard_normal((10, 12)), y[:10]) == pytest.approx(1.0, abs=1e-10)  # D_x >= N - 1
-    assert lr(np.ones((80, 6)), y) == 0.0
+    with pytest.raises(DegenerateMeasure, match="degenerate.*12 features.*reaches N - 1 = 9"):  # D_x >= N - 1: R^2 = 1
+        lr(g.standard_normal((10, 12)), y[:10])
+    with pytest.raises(DegenerateMeasure, match="x is constant"):  # R^2 = 0 whatever y is
+        lr(np.ones((80, 6)), y)
 
 
 # --- l2 and corr ---------------------------------------------------------------------------------------
