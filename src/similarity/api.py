@@ -20,6 +20,11 @@ How each measure is computed:
   checked against the available memory), then all pairs come from stacked N x N Grams.
 - every other float measure of :data:`src.similarity.MEASURES` (``cca``, ``procrustes``, ``lr``,
   ``cka_rbf``, ``dcka``, ...) keeps the activations too and is computed one pair at a time.
+
+A layer pair on which the measure is degenerate (fewer samples than its ``min_samples``, a constant
+layer, CCA or lr with more features than samples; :class:`src.similarity._prep.DegenerateMeasure`)
+is NaN with the reason in ``SimilarityMatrix.degenerate``, and a
+:class:`src.similarity._prep.DegenerateWarning` names those pairs.
 """
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -32,7 +37,8 @@ from src.features import (ActivationStore, capture, evaluating, input_batches, l
                           model_device, paired_batches, select_layers, unwrap_model)
 from src.similarity.gram import gram_precision
 from src.similarity.hsic import HSICMatrix
-from src.similarity.layer_pairs import check_stats_options, cka_matrix, estimate, pairwise_matrix
+from src.similarity.layer_pairs import all_degenerate, check_stats_options, cka_matrix, estimate, pairwise_matrix
+from src.similarity._prep import degenerate_reason
 from src.similarity.registry import get_record
 from src.similarity.result import SimilarityMatrix
 
@@ -116,7 +122,7 @@ def layer_similarity(model1: nn.Module, model2: nn.Module, loader1: Iterable, lo
     if len(names) != 2:
         raise UserError(f"names must hold two model names, got {names!r}")
 
-    stream = iter(_batches(loader1, loader2, max_samples, input_key, 4 if streaming else 1))
+    stream = iter(_batches(loader1, loader2, max_samples, input_key, record.min_samples if streaming else 1))
     first = next(stream, None)
     if first is None:
         raise UserError("the loader yielded no batches")
@@ -181,7 +187,9 @@ def layer_similarity(model1: nn.Module, model2: nn.Module, loader1: Iterable, lo
             raise UserError(f"the bootstrap over batches needs at least 2 batches, got {acc.n_batches}: "
                             f"use a smaller batch size or more samples")
         info["estimator"] = f"{record.gram.name} HSIC, summed over batches"
-        return estimate(acc, measure, layers1, layers2, bootstrap, ci, meta=info)
+        sim = estimate(acc, measure, layers1, layers2, bootstrap, ci, meta=info)
+        sim.warn_degenerate()
+        return sim
 
     acts_all1 = store1.tensors()
     if shared:
@@ -198,10 +206,16 @@ def layer_similarity(model1: nn.Module, model2: nn.Module, loader1: Iterable, lo
     options = dict(measure_options or {})
     if inputs is not None:
         options["inputs"] = inputs.tensors()[0]
-    values = pairwise_matrix(acts1, acts2, record.function, layers1, layers2, **options)
     info["estimator"] = "one layer pair at a time, on all samples"
     info["measure_options"] = {k: v for k, v in options.items() if k != "inputs"}
-    return SimilarityMatrix(values, layers1, layers2, measure, n, 1, meta=info)
+    if n < record.min_samples:  # every pair: the same reason, no need to compute them
+        sim = all_degenerate(measure, n, layers1, layers2, degenerate_reason(measure, n)[0], meta=info)
+    else:
+        degenerate = {}
+        values = pairwise_matrix(acts1, acts2, record.function, layers1, layers2, degenerate=degenerate, **options)
+        sim = SimilarityMatrix(values, layers1, layers2, measure, n, 1, meta=info, degenerate=degenerate)
+    sim.warn_degenerate()
+    return sim
 
 
 class _null:

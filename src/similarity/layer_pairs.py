@@ -13,18 +13,24 @@ batches (``cka_minibatch``); the engine is :class:`src.similarity.hsic.HSICMatri
 single-pair functions use. Other float measures are computed one pair at a time
 (:func:`pairwise_matrix`).
 
+Degenerate cells (:class:`src.similarity._prep.DegenerateMeasure`: fewer samples than the measure's
+``min_samples``, a constant layer, CCA or lr with more features than samples, ...) are NaN with the
+reason in ``SimilarityMatrix.degenerate`` and a :class:`src.similarity._prep.DegenerateWarning` naming
+them; the rest of the matrix is computed as usual.
+
 Precision: each Gram is formed in float32 (the expensive part, ~2 n^2 D flops per layer) from
 centred data, and everything after it (centring, products, sums over batches) is float64; see
 :mod:`src.similarity.gram`. Tests check that inputs with an offset of 1e4 still give the float64
 result to ~1e-6.
 """
-from typing import Callable, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from src.errors import UserError
 from src.features.store import check_memory
+from src.similarity._prep import DegenerateMeasure, degenerate_reason
 from src.similarity.hsic import UNBIASED, HSICMatrix, minibatch_slices  # noqa: F401 (re-exported)
 from src.similarity.registry import GRAM_MEASURES, Measure, get_record
 from src.similarity.result import SimilarityMatrix
@@ -72,7 +78,7 @@ def cka_matrix(acts1: Sequence[torch.Tensor], acts2: Optional[Sequence[torch.Ten
     :func:`src.similarity.cka_minibatch`). ``acts2=None`` compares ``acts1`` with itself. The
     whole-data measures hold one float64 N x N matrix per layer (checked against the memory).
     Returns a :class:`SimilarityMatrix` (``meta["estimator"]``, and ``meta["bootstrap_unit"]`` with
-    a bootstrap).
+    a bootstrap). Degenerate cells are NaN with their reasons in ``degenerate`` (see the module notes).
     """
     record = gram_record(measure)
     check_stats_options(measure, permutations, bootstrap, ci)
@@ -85,6 +91,10 @@ def cka_matrix(acts1: Sequence[torch.Tensor], acts2: Optional[Sequence[torch.Ten
         if int(a.shape[0]) != n:
             raise UserError(f"all activations must hold the same samples: got {n} and {int(a.shape[0])} rows")
     estimator = record.gram
+    if n < record.min_samples:  # every cell: fewer samples than the measure needs (per batch for cka_minibatch)
+        sim = all_degenerate(measure, n, rows, cols, degenerate_reason(measure, n)[0])
+        sim.warn_degenerate()
+        return sim
     device = acts1[0].device if device is None else torch.device(device)
     acc = HSICMatrix(estimator, precision, permutations, keep_batches=bool(bootstrap),
                      generator=torch.Generator().manual_seed(int(seed)), device=device)
@@ -97,8 +107,6 @@ def cka_matrix(acts1: Sequence[torch.Tensor], acts2: Optional[Sequence[torch.Ten
                             f"{batch_size} make 1: use a smaller batch size or more samples")
         what = f"{estimator.name} HSIC, summed over batches"
     else:
-        if n < estimator.min_n:
-            raise UserError(f"{measure} needs at least {estimator.min_n} samples, got {n}")
         layers = len(acts1) + (0 if same else len(acts2))
         check_memory(full_gram_bytes(n, layers, bootstrap), f"{measure} of {n} samples ({layers} Gram matrices)",
                      "use fewer samples (--samples / max_samples) or cka_minibatch, which streams", device)
@@ -107,26 +115,57 @@ def cka_matrix(acts1: Sequence[torch.Tensor], acts2: Optional[Sequence[torch.Ten
         acc.update_prepared(f1, f2, n)
         grams = (f1, f2) if bootstrap else None
         what = f"{estimator.name} HSIC on all samples"
-    return estimate(acc, measure, rows, cols, bootstrap, ci, grams, {"estimator": what})
+    sim = estimate(acc, measure, rows, cols, bootstrap, ci, grams, {"estimator": what})
+    sim.warn_degenerate()
+    return sim
+
+
+def all_degenerate(measure: str, n: int, rows: Sequence[str], cols: Sequence[str], reason: str,
+                   meta: Optional[dict] = None) -> SimilarityMatrix:
+    """A matrix of NaN whose every cell is degenerate for the same ``reason`` (e.g. too few samples)."""
+    return SimilarityMatrix(np.full((len(rows), len(cols)), np.nan), rows, cols, measure, n, 1, meta=dict(meta or {}),
+                            degenerate={(r, c): reason for r in rows for c in cols})
+
+
+def undefined_cells(acc: HSICMatrix, measure: str, rows: Sequence[str], cols: Sequence[str]) -> Dict[Tuple[str, str], str]:
+    """The cells whose layer's HSIC estimate with itself is not positive: a constant (dead) layer, or for the
+    unbiased estimator too few samples; CKA is 0/0 there."""
+    why = ("the {estimator} HSIC estimate of {layer} ({model}) with itself is not positive, so {measure} is 0/0 "
+           "(a constant or dead layer on these inputs{small})")
+    small = ", or too few samples" if acc.estimator.min_n > 2 else ""
+    out: Dict[Tuple[str, str], str] = {}
+    bad1 = torch.nonzero(~(acc.self1 > 0)).flatten().tolist()
+    bad2 = torch.nonzero(~(acc.self2 > 0)).flatten().tolist()
+    for i in bad1:
+        text = why.format(estimator=acc.estimator.name, layer=rows[i], model="model 1", measure=measure, small=small)
+        out.update({(rows[i], c): text for c in cols})
+    for j in bad2:
+        text = why.format(estimator=acc.estimator.name, layer=cols[j], model="model 2", measure=measure, small=small)
+        out.update({(r, cols[j]): text for r in rows if (r, cols[j]) not in out})
+    return out
 
 
 def estimate(acc: HSICMatrix, measure: str, rows: Sequence[str], cols: Sequence[str], bootstrap: int = 0,
              ci: float = 0.95, grams_for_bootstrap=None, meta: Optional[dict] = None) -> SimilarityMatrix:
-    """The engine's CKA matrix with p-values (when permutations were drawn) and a bootstrap interval."""
-    acc.check_positive(rows, cols)
+    """The engine's CKA matrix with p-values (when permutations were drawn) and a bootstrap interval; the cells of
+    a layer whose HSIC with itself is not positive are degenerate (NaN, reason in ``degenerate``)."""
+    degenerate = undefined_cells(acc, measure, rows, cols)
     extra = acc.statistics(bootstrap, ci, grams_for_bootstrap)
     meta = dict(meta or {})
     if "bootstrap_unit" in extra:
         meta["bootstrap_unit"] = extra.pop("bootstrap_unit")
     return SimilarityMatrix(acc.values().cpu().numpy(), rows, cols, measure, acc.n_samples, acc.n_batches,
-                            meta=meta, **extra)
+                            meta=meta, degenerate=degenerate, **extra)
 
 
 def pairwise_matrix(acts1: Sequence[torch.Tensor], acts2: Optional[Sequence[torch.Tensor]], measure: Callable,
-                    rows: Sequence[str], cols: Sequence[str], **options) -> np.ndarray:
+                    rows: Sequence[str], cols: Sequence[str], degenerate: Optional[Dict[Tuple[str, str], str]] = None,
+                    **options) -> np.ndarray:
     """Any float measure, one layer pair at a time (the fallback for measures without a Gram form).
 
-    A UserError of one pair names that pair. ``acts2=None``: ``acts1`` against itself.
+    A UserError of one pair names that pair. ``acts2=None``: ``acts1`` against itself. ``degenerate``: a
+    dict that receives ``{(row, col): reason}`` for the pairs where the measure is degenerate, whose value
+    is then NaN (without it such a pair raises its :class:`src.similarity._prep.DegenerateMeasure`).
     """
     acts2 = acts1 if acts2 is None else acts2
     values = np.empty((len(acts1), len(acts2)))
@@ -134,6 +173,12 @@ def pairwise_matrix(acts1: Sequence[torch.Tensor], acts2: Optional[Sequence[torc
         for j, y in enumerate(acts2):
             try:
                 values[i, j] = float(measure(x, y, **options))
+            except DegenerateMeasure as err:
+                if degenerate is None:
+                    raise DegenerateMeasure(err.measure, f"layers {rows[i]} (model 1) and {cols[j]} (model 2): "
+                                                         f"{err.reason}", err.remedy, err.samples_needed) from err
+                values[i, j] = np.nan
+                degenerate[(rows[i], cols[j])] = err.reason
             except UserError as err:
                 raise UserError(f"layers {rows[i]} (model 1) and {cols[j]} (model 2): {err}") from err
     return values

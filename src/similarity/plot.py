@@ -32,7 +32,8 @@ def draw_heatmap(ax, values: np.ndarray, rows: Sequence[str], cols: Sequence[str
     """Draw ``values`` (rows: layers of model 1, bottom to top; columns: model 2, left to right).
 
     Layer names label the axes, a colour bar is added, small matrices get their values written in
-    the cells (``annotate``), and with ``pvalues`` the cells with ``p >= alpha`` are marked ``n.s.``
+    the cells (``annotate``; NaN cells, the degenerate ones, read ``n/a`` and are left blank), and with
+    ``pvalues`` the cells with ``p >= alpha`` are marked ``n.s.``
     Returns the image artist.
     """
     values = np.asarray(values, dtype=float)
@@ -57,6 +58,9 @@ def draw_heatmap(ax, values: np.ndarray, rows: Sequence[str], cols: Sequence[str
         middle = (low + high) / 2
         for i in range(values.shape[0]):
             for j in range(values.shape[1]):
+                if not np.isfinite(values[i, j]):  # a degenerate cell (see SimilarityMatrix.degenerate)
+                    ax.text(j, i, "n/a", ha="center", va="center", fontsize=6, color="grey")
+                    continue
                 text = f"{values[i, j]:.2f}"
                 if pvalues is not None and pvalues[i, j] >= alpha:
                     text += "\nn.s."

@@ -8,13 +8,17 @@ names that selected them. :meth:`SimilarityMatrix.save` writes, atomically, into
 - ``matrix.npz``: ``values``, ``rows``, ``cols``, ``measure`` and, when computed, ``pvalues``,
   ``ci_low``, ``ci_high``; ``meta`` and ``provenance`` as JSON strings;
 - ``matrix.pkl``: a plain dict (pandas / numpy / Python values only, no project class needed);
-- ``heatmap.png``: the heatmap (provenance in the PNG text metadata).
+- ``heatmap.png``: the heatmap (provenance in the PNG text metadata);
+- ``degenerate.csv`` (only when there are such cells): ``layer1, layer2, reason`` of every cell whose
+  measure is degenerate on these data (its value is NaN everywhere; see
+  :class:`src.similarity._prep.DegenerateMeasure`); the pickle holds them too, under ``degenerate``.
 """
 import io
 import json
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -23,12 +27,18 @@ from src.errors import UserError
 from src.provenance import jsonable
 from src.provenance import provenance as make_provenance
 from src.results_io import atomic_write, read_pickle, staged_folder, write_csv, write_pickle
+from src.similarity._prep import DegenerateWarning
 from src.similarity.plot import draw_heatmap, save_heatmap
 from src.similarity.registry import RECORDS
 
 EXTRA_FILES = {"pvalues": "pvalues.csv", "ci_low": "ci_low.csv", "ci_high": "ci_high.csv"}
+DEGENERATE_FILE = "degenerate.csv"
 #: Every file :meth:`SimilarityMatrix.save` may write.
-OUTPUT_FILES = ("matrix.csv", "matrix.npz", "matrix.pkl", "heatmap.png", *EXTRA_FILES.values())
+OUTPUT_FILES = ("matrix.csv", "matrix.npz", "matrix.pkl", "heatmap.png", *EXTRA_FILES.values(), DEGENERATE_FILE)
+#: Cells named in a warning line before "and k more".
+WARN_CELLS = 8
+
+Cell = Tuple[str, str]
 
 
 @dataclass
@@ -38,6 +48,9 @@ class SimilarityMatrix:
     ``meta`` holds what was compared (``model1``, ``model2``, ``dataset1``, ``dataset2``,
     ``split``, ``batch_size``, ``precision``, ...). ``pvalues`` / ``ci_low`` / ``ci_high`` are
     present when a permutation test / bootstrap was asked for (see :mod:`src.similarity.stats`).
+    ``degenerate``: ``{(layer1, layer2): reason}`` for the cells whose measure is degenerate on these
+    data (too few samples, a constant layer, more features than samples for CCA or lr, ...); those
+    cells are NaN in ``values`` (and in the p-values and intervals), never a number.
     """
 
     values: np.ndarray
@@ -53,13 +66,55 @@ class SimilarityMatrix:
     permutations: int = 0
     bootstrap: int = 0
     meta: Dict[str, Any] = field(default_factory=dict)
+    degenerate: Dict[Cell, str] = field(default_factory=dict)
 
     def __post_init__(self):
         self.values = np.asarray(self.values, dtype=float)
         self.rows, self.cols = list(self.rows), list(self.cols)
         if self.values.shape != (len(self.rows), len(self.cols)):
             raise ValueError(f"values of shape {self.values.shape} do not fit {len(self.rows)} rows x {len(self.cols)} columns")
+        self.degenerate = {(str(r), str(c)): str(why) for (r, c), why in dict(self.degenerate or {}).items()}
+        if self.degenerate:
+            self._blank_degenerate()
 
+    def _blank_degenerate(self) -> None:
+        """NaN in every array at the degenerate cells (a degenerate value is never a number)."""
+        rows = {name: i for i, name in enumerate(self.rows)}
+        cols = {name: j for j, name in enumerate(self.cols)}
+        unknown = [cell for cell in self.degenerate if cell[0] not in rows or cell[1] not in cols]
+        if unknown:
+            raise ValueError(f"degenerate cells {unknown} are not layer pairs of this matrix")
+        index = tuple(np.array([(rows[r], cols[c]) for r, c in self.degenerate]).T)
+        self.values = self.values.copy()
+        self.values[index] = np.nan
+        for key in ("pvalues", "ci_low", "ci_high"):
+            data = getattr(self, key)
+            if data is not None:
+                data = np.array(data, dtype=float)
+                data[index] = np.nan
+                setattr(self, key, data)
+
+    def __setstate__(self, state):
+        """Matrices pickled before ``degenerate`` existed load with none."""
+        state.setdefault("degenerate", {})
+        self.__dict__.update(state)
+
+    def degenerate_warning(self) -> Optional[str]:
+        """One line naming the degenerate cells (None when there are none); the reasons are in
+        ``degenerate`` (and ``degenerate.csv``)."""
+        if not self.degenerate:
+            return None
+        cells = [f"{r} x {c}" for r, c in self.degenerate]
+        shown = ", ".join(cells[:WARN_CELLS]) + (f" and {len(cells) - WARN_CELLS} more" if len(cells) > WARN_CELLS else "")
+        first = next(iter(self.degenerate.items()))
+        return (f"{self.measure} is degenerate for {len(cells)} of {self.values.size} layer pairs, stored as NaN: "
+                f"{shown} ({first[0][0]} x {first[0][1]}: {first[1]})")
+
+    def warn_degenerate(self, stacklevel: int = 3) -> None:
+        """Issue :meth:`degenerate_warning` as a :class:`src.similarity._prep.DegenerateWarning`."""
+        text = self.degenerate_warning()
+        if text:
+            warnings.warn(text, DegenerateWarning, stacklevel=stacklevel)
     # --- views ---------------------------------------------------------------------------------
 
     def to_frame(self, what: str = "values") -> pd.DataFrame:
@@ -77,7 +132,8 @@ class SimilarityMatrix:
         meta = {swap.get(k, k): v for k, v in self.meta.items()}
         t = lambda a: None if a is None else np.asarray(a).T.copy()  # noqa: E731
         return replace(self, values=self.values.T.copy(), rows=self.cols, cols=self.rows, pvalues=t(self.pvalues),
-                       ci_low=t(self.ci_low), ci_high=t(self.ci_high), meta=meta)
+                       ci_low=t(self.ci_low), ci_high=t(self.ci_high), meta=meta,
+                       degenerate={(c, r): why for (r, c), why in self.degenerate.items()})
 
     def title(self) -> str:
         m1, m2 = self.meta.get("model1", "model 1"), self.meta.get("model2", "model 2")
@@ -115,7 +171,7 @@ class SimilarityMatrix:
         return {"values": self.to_frame(), "rows": list(self.rows), "cols": list(self.cols), "measure": self.measure,
                 "n_samples": int(self.n_samples), "n_batches": int(self.n_batches), **frames,
                 "ci_level": self.ci_level, "permutations": int(self.permutations), "bootstrap": int(self.bootstrap),
-                "meta": jsonable(self.meta), "provenance": provenance}
+                "meta": jsonable(self.meta), "degenerate": dict(self.degenerate), "provenance": provenance}
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "SimilarityMatrix":
@@ -124,7 +180,7 @@ class SimilarityMatrix:
                    n_samples=data["n_samples"], n_batches=data.get("n_batches", 1), pvalues=arr("pvalues"),
                    ci_low=arr("ci_low"), ci_high=arr("ci_high"), ci_level=data.get("ci_level"),
                    permutations=data.get("permutations", 0), bootstrap=data.get("bootstrap", 0),
-                   meta=dict(data.get("meta") or {}))
+                   meta=dict(data.get("meta") or {}), degenerate=dict(data.get("degenerate") or {}))
 
     @classmethod
     def load(cls, directory) -> "SimilarityMatrix":
@@ -138,7 +194,14 @@ class SimilarityMatrix:
         for key, filename in EXTRA_FILES.items():
             if getattr(self, key) is not None:
                 names[key] = directory / filename
+        if self.degenerate:
+            names["degenerate"] = directory / DEGENERATE_FILE
         return names
+
+    def degenerate_frame(self) -> pd.DataFrame:
+        """The degenerate cells as rows ``layer1, layer2, reason``."""
+        return pd.DataFrame([(r, c, why) for (r, c), why in self.degenerate.items()],
+                            columns=["layer1", "layer2", "reason"])
 
     def save(self, directory, overwrite: bool = False, provenance: Optional[Dict[str, Any]] = None) -> Dict[str, Path]:
         """Write the files listed in the module docstring into ``directory``; returns their paths.
@@ -166,9 +229,12 @@ class SimilarityMatrix:
         for key in EXTRA_FILES:
             if key in paths:
                 write_csv(paths[key], self.to_frame(key), index=True)
+        if "degenerate" in paths:
+            write_csv(paths["degenerate"], self.degenerate_frame(), index=False)
         arrays = {"values": self.values, "rows": np.array(self.rows, dtype=str), "cols": np.array(self.cols, dtype=str),
                   "measure": np.array(self.measure), "n_samples": np.array(self.n_samples),
                   "meta": np.array(json.dumps(jsonable(self.meta))),
+                  "degenerate": np.array(json.dumps([[r, c, why] for (r, c), why in self.degenerate.items()])),
                   "provenance": np.array(json.dumps(provenance, default=str))}
         for key in ("pvalues", "ci_low", "ci_high"):
             if getattr(self, key) is not None:

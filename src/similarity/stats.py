@@ -29,6 +29,7 @@ Bootstrap interval (percentile method, level ``ci``):
 All random draws come from a CPU ``torch.Generator`` (seeded by the caller) and are moved to the
 data's device, so results do not depend on the device.
 """
+import warnings
 from typing import Optional, Tuple
 
 import numpy as np
@@ -141,6 +142,8 @@ def percentile_interval(replicates: torch.Tensor, level: float) -> Tuple[np.ndar
     """The ``(1 - level)/2`` and ``(1 + level)/2`` quantiles over the first axis (NaNs ignored)."""
     values = replicates.cpu().numpy()
     alpha = (1.0 - level) / 2.0
-    low = np.nanquantile(values, alpha, axis=0)
-    high = np.nanquantile(values, 1.0 - alpha, axis=0)
+    with warnings.catch_warnings():  # a degenerate cell (a constant layer) has only NaN replicates: NaN bounds
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low = np.nanquantile(values, alpha, axis=0)
+        high = np.nanquantile(values, 1.0 - alpha, axis=0)
     return low, high

@@ -16,10 +16,14 @@ The reference's key names are kept so existing notebooks keep working::
 
 New keys beside them: ``format``, ``provenance``, ``summary`` (the flat row of the CSV),
 ``relative_acc``, ``agreement``, ``stitch``, ``shapes``, ``models``, ``least_squares``, ``timing``,
-``measure_samples``. ``hits`` tables count test samples: 'rw' = first right, second wrong.
+``measure_samples``, ``degenerate``. ``hits`` tables count test samples: 'rw' = first right, second wrong.
+``degenerate``: ``{key: reason}`` for the CKA values (``cka``, ``cka_frank``, ``cka_ps_inv``) that are
+degenerate on the measured samples (fewer than CKA needs, a constant representation); those are NaN,
+never a number, and a :class:`src.similarity.DegenerateWarning` names them.
 ``m2_sim[...]['crossentropy']`` is H(end, model) = mean over samples of -sum_c p_end log p_model
 (the reference averaged over classes too, i.e. divided this by the number of classes).
 """
+import warnings
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -27,7 +31,7 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
-from src.similarity import cka_against, l2
+from src.similarity import DegenerateWarning, cka_against_cells, l2
 from src.stitching.measure import Outputs
 from src.training.evaluate import result_from_logits
 
@@ -65,6 +69,22 @@ def _l2_or_none(x: torch.Tensor, y: torch.Tensor) -> Optional[float]:
     return l2(x, y) if x.shape == y.shape else None
 
 
+CKA_KEYS = {"cka": "front", "cka_frank": "trans", "cka_ps_inv": "ps_inv"}
+
+
+def cka_values(acts: Dict[str, torch.Tensor], result: Dict[str, Any]) -> Dict[str, float]:
+    """Linear CKA of the front layer, the trained and the least-squares stitch outputs with the end layer; a
+    degenerate one is NaN with its reason in ``result["degenerate"]`` (and a warning naming it)."""
+    cells = cka_against_cells([acts[k] for k in CKA_KEYS.values()], acts["end"])
+    values = {key: value for key, (value, _) in zip(CKA_KEYS, cells)}
+    degenerate = {key: reason for key, (_, reason) in zip(CKA_KEYS, cells) if reason is not None}
+    result["degenerate"] = degenerate
+    if degenerate:
+        warnings.warn(f"CKA is degenerate for {', '.join(degenerate)} on {int(acts['end'].shape[0])} measured samples, "
+                      f"stored as NaN: {next(iter(degenerate.values()))}", DegenerateWarning, stacklevel=3)
+    return values
+
+
 def build_result(*, params: Dict[str, Any], outputs: Outputs, multilabel: bool, trans_m: Dict[str, Any],
                  history: Dict[int, dict], curve: pd.DataFrame, extra: Dict[str, Any]) -> Dict[str, Any]:
     """Assemble the result dict (see the module docstring) from the test-split outputs and the training record."""
@@ -89,8 +109,7 @@ def build_result(*, params: Dict[str, Any], outputs: Outputs, multilabel: bool, 
     acts = outputs.activations
     result["measure_samples"] = int(acts["end"].shape[0]) if acts else 0
     if acts:
-        result["cka"], result["cka_frank"], result["cka_ps_inv"] = cka_against([acts[k] for k in ("front", "trans", "ps_inv")],
-                                                                              acts["end"])
+        result.update(cka_values(acts, result))
         result["l2"], result["l2_frank"], result["l2_ps_inv"] = (_l2_or_none(acts[k], acts["end"]) for k in ("front", "trans", "ps_inv"))
     result.update(extra)
     result["git"] = {k: result["provenance"]["git"].get(k) for k in ("branch", "commit", "dirty")}
@@ -107,7 +126,7 @@ def summary_row(result: Dict[str, Any]) -> Dict[str, Any]:
         "end_layer": p["end_layer"], "dataset": p["dataset"], "init": p["init"], "mask": p["mask"],
         "low_rank": p["low_rank"], "flatten": p["flatten"], "target_type": p["target_type"],
         "objective": p.get("objective", "task"), "epochs": p["epochs"],
-        "stitch_kind": result.get("stitch", {}).get("mode"), "pool": p.get("pool"), "schedule": p.get("schedule"),
+        "stitch_kind": result.get("stitch", {}).get("kind"), "pool": p.get("pool"), "schedule": p.get("schedule"),
         "warmup_epochs": p.get("warmup_epochs"), "lr": p.get("lr"), "batch_size": p.get("batch_size"),
         "seed": p.get("seed"), "max_samples": p.get("max_samples"),
         "front_acc": r["front"]["acc"], "end_acc": r["end"]["acc"], "trans_acc": r["trans"]["acc"],

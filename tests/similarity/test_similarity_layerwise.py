@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from src.errors import UserError
-from src.similarity import (SimilarityMatrix, cka, cka_debiased, cka_matrix, cka_minibatch, dcka, layer_similarity,
+from src.similarity import (DegenerateWarning, SimilarityMatrix, cka, cka_debiased, cka_matrix, cka_minibatch, dcka, layer_similarity,
                             procrustes)
 from src.similarity.gram import (double_center_, gram_product, linear_gram,
                                 symmetric_gram, u_center_)
@@ -69,7 +69,7 @@ def random_acts(n, seed, shapes=((7,), (3, 4, 4), (12,))):
 # --- the engine against the per-pair functions of phase 1 ----------------------------------------
 
 def test_u_centering_gives_songs_unbiased_hsic():
-    from tests.test_similarity_cka import ref_unbiased_hsic
+    from tests.similarity.test_similarity_cka import ref_unbiased_hsic
 
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(11, 4, generator=g, dtype=torch.float64), torch.randn(11, 6, generator=g, dtype=torch.float64)
@@ -226,8 +226,12 @@ def test_errors_are_clear():
     with torch.no_grad():
         dead.conv2.weight.zero_()
         dead.conv2.bias.fill_(-1.0)  # relu2 is always 0
-    with pytest.raises(UserError, match="undefined for layer\\(s\\) relu2 \\(model 2\\)"):
-        layer_similarity(m1, dead, data(), layers1=PATTERN, layers2=PATTERN)
+    # a dead layer is no error: its cells are degenerate (CKA 0/0), NaN with the reason, and a warning names them
+    with pytest.warns(DegenerateWarning, match="degenerate for 3 of 9 layer pairs, stored as NaN: relu1 x relu2"):
+        sim = layer_similarity(m1, dead, data(), layers1=PATTERN, layers2=PATTERN)
+    assert np.isnan(sim.values[:, 1]).all() and np.isfinite(sim.values[:, [0, 2]]).all()
+    assert set(sim.degenerate) == {(row, "relu2") for row in LAYERS}
+    assert "relu2 (model 2) with itself is not positive" in sim.degenerate[("fc", "relu2")]
 
 
 # --- permutation test and bootstrap ---------------------------------------------------------------
