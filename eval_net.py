@@ -7,7 +7,8 @@ import argparse
 import json
 import sys
 
-from src.cli import add_image_options, run_main
+from src.cli import run_main
+from src.data.options import add_image_options
 from src.data import DATASET_HELP, check_dataset_name
 from src.validation import int_option
 

@@ -43,7 +43,7 @@ def main(argv=None):
     if args.json:
         print(json.dumps(r, indent=2))
     else:
-        print(f"{r['stitch']} stitch on {r['dataset']} ({r['split']} split, {r['n']} samples): loss {r['loss']:.4f}, "
+        print(f"{r['weights']} stitch on {r['dataset']} ({r['split']} split, {r['n']} samples): loss {r['loss']:.4f}, "
               f"accuracy {r['acc']:.4f}, end model {r['end_acc']:.4f}, relative {r['rel_acc']:.4f}, "
               f"same prediction as the end model {r['same_class_out']:.4f}")
 

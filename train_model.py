@@ -10,7 +10,8 @@ options, same final weights), --overwrite deletes its checkpoints and trains aga
 import argparse
 import sys
 
-from src.cli import VAL_SIZE_HELP, add_image_options, run_main, script_argv
+from src.cli import run_main, script_argv
+from src.data.options import VAL_SIZE_HELP, add_image_options
 from src.data import DATASET_HELP, check_dataset_name
 from src.training.run import TrainJob as D
 from src.training.run import train_from_args

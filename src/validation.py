@@ -133,7 +133,8 @@ def check_optimisation(job) -> None:
     check_int(job.batch_size, "-b/--batch-size")
     check_float(job.lr, "-lr/--lr", above=0)
     check_float(job.weight_decay, "-wd/--weight-decay", 0)
-    check_int(job.val_size, "--val-size", 0)
+    if job.val_size is not None:  # None: the data set's default
+        check_int(job.val_size, "--val-size", 0)
     if job.max_samples is not None:
         check_int(job.max_samples, "--max-samples")
         check_batch_fits(job.batch_size, job.max_samples)

@@ -4,7 +4,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from torch import nn
 
-from src.cli import default_val_size
+from src.data.options import default_val_size
 from src.data import dataset_info, get_loader
 from src.errors import UserError
 from src.models.checkpoint import load_checkpoint
@@ -38,7 +38,7 @@ def load_models(path1, path2, arch1: Optional[str], arch2: Optional[str], datase
 def eval_loader(dataset: str, split: str, batch_size: int, max_samples: Optional[int], device, download: bool,
                 val_size: Optional[int] = None, config=None):
     """Batches of a split in order, without shuffling or augmentation; ``val_size`` None: the dataset's default
-    (:func:`src.cli.default_val_size`: 5000 for the built-in datasets)."""
+    (:func:`src.data.options.default_val_size`: 5000 for the built-in datasets)."""
     val_size = default_val_size(dataset) if val_size is None else val_size
     return get_loader(dataset, split, batch_size, shuffle=False, augment=False, max_samples=max_samples,
                       device=device, download=download, val_size=val_size, config=config)

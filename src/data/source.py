@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from src.config import Config
 from src.data.loader import Batch, BatchLoader, get_loader
+from src.data.options import default_val_size
 from src.data.registry import DatasetInfo, dataset_info, describe_dataset
 from src.data.splits import train_val_indices
 from src.errors import UserError
@@ -40,9 +41,13 @@ class NamedData:
     """A built-in data set or ``imagefolder:DIR``, with the options every loader of a run shares."""
 
     name: str
-    val_size: int = 5000
+    val_size: Optional[int] = None  # None: the data set's default (src.data.options.default_val_size)
     download: bool = False
     config: Optional[Config] = None
+
+    def __post_init__(self):
+        if self.val_size is None:
+            self.val_size = default_val_size(self.name)
 
     @property
     def info(self) -> DatasetInfo:

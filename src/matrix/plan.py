@@ -157,7 +157,8 @@ def plan_matrix(mjob: MatrixJob, config=None, data: Optional[DataSource] = None)
     example = torch.zeros(2, *pair.input_shape, device=pair.device)
     front_layers = select_matrix_layers(pair.front_model, mjob.front_layers, example)
     end_layers = select_matrix_layers(pair.end_model, mjob.end_layers, example)
-    base = replace(base, dataset=pair.dataset, run_name=run_folder.name, cache_front=True, no_augment=True)
+    base = replace(base, dataset=pair.dataset, run_name=run_folder.name, cache_front=True, no_augment=True,
+                   val_size=getattr(pair.data, "val_size", base.val_size) if base.val_size is None else base.val_size)
     check_batch_fits(base.batch_size, pair.plain_train(base).num_samples)
     for s in front_layers:  # the stitch of every cell must exist (shapes, init, mask) before anything runs
         for r in end_layers:

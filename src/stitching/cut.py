@@ -149,14 +149,15 @@ class EndPart(nn.Module):
         node = _layer_node(graph, layer) if graph is not None else None
         if node is not None:
             inputs = [n for n in graph.nodes if n.op == "placeholder"]
-            with graph.inserting_after(inputs[-1]):
-                replacement = graph.placeholder("stitched_activation")
+            with graph.inserting_after(inputs[-1]):  # after optional inputs (timm's attn_mask=None) it needs a default
+                replacement = graph.placeholder("stitched_activation", default_value=None)
             node.replace_all_uses_with(replacement)
             graph.erase_node(node)
             self.graph_module = _pruned(model, graph, fold_batchnorm)
             self.needs_input = any(n.users for n in self.graph_module.graph.nodes
                                    if n.op == "placeholder" and n.target != "stitched_activation")
-            self._n_inputs = len(inputs)
+            # the network's inputs without a default value all get x (as the whole network would be called)
+            self._n_inputs = sum(1 for n in inputs if not n.args)
 
     @property
     def uses_fx(self) -> bool:
@@ -168,7 +169,7 @@ class EndPart(nn.Module):
         if self.graph_module is not None:
             if x is None and self.needs_input:
                 raise ValueError(f"the part after {self.layer!r} needs the network input")
-            return self.graph_module(*([x] * self._n_inputs), activation)
+            return self.graph_module(*([x] * self._n_inputs), stitched_activation=activation)
 
         def override(module, inputs, output):
             return activation

@@ -12,6 +12,7 @@ import torch
 
 from src.config import get_config, resolve_device
 from src.data import dataset_info, get_loader
+from src.data.options import default_val_size
 from src.errors import UserError
 from src.similarity import NEEDS_INPUTS, RETURNS, get_measure
 from src.similarity.registry import measure_names
@@ -73,7 +74,7 @@ def _stitch_and_data(path, weights, split, batch_size, max_samples, device, fron
     except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as err:  # the stored stitch does not fit
         raise UserError(_misfit(path, weights, stored, err)) from err
     loader = get_loader(dataset, split, batch_size, max_samples=max_samples, config=config, device=device,
-                        val_size=result["params"].get("val_size", 5000))
+                        val_size=_val_size(result["params"], dataset))
     return frank, dataset, loader, device
 
 
@@ -118,3 +119,10 @@ def compare_stitch_to_end(path, weights: str, measures: Sequence[str], split: st
               for name in measures}
     return {"result": str(path), "weights": weights, "dataset": dataset, "split": split, "n": int(stitched.shape[0]),
             "results": values, "returns": {name: RETURNS[name] for name in measures}}
+
+
+def _val_size(params: Dict[str, Any], dataset: str) -> int:
+    """The validation hold-out the result was made with (results before it was recorded: 5000, as then)."""
+    recorded = params.get("val_size", 5000)
+    return default_val_size(dataset) if recorded is None else recorded
+

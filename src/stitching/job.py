@@ -73,7 +73,7 @@ class StitchJob:
     fold_bn: bool = False
     cache_limit_gb: float = 8.0
     measure_samples: int = 2000
-    val_size: int = 5000
+    val_size: Optional[int] = None  # None: the data set's default (src.data.options.default_val_size)
     max_samples: Optional[int] = None
     front_arch: Optional[str] = None
     end_arch: Optional[str] = None

@@ -5,7 +5,7 @@ The defaults are :class:`~src.stitching.job.StitchJob`'s (the reference's).
 """
 import argparse
 
-from src.cli import add_image_options
+from src.data.options import VAL_SIZE_HELP, add_image_options
 from src.data import DATASET_HELP, check_dataset_name
 from src.stitching.inits import INITS, MASKS
 from src.stitching.job import PRESETS, SCHEDULES, TRAINING_DEFAULTS as T, StitchJob as D
@@ -66,7 +66,7 @@ def add_stitch_options(p: argparse.ArgumentParser, matrix: bool = False) -> argp
     p.add_argument("--cache-limit-gb", type=float, default=D.cache_limit_gb, help="refuse to cache more than this; default 8")
     p.add_argument("--measure-samples", type=int, default=D.measure_samples,
                    help="test samples for the CKA / MSE measurements; default 2000")
-    p.add_argument("--val-size", type=int, default=D.val_size, help="training samples held out for validation; default 5000")
+    p.add_argument("--val-size", type=int, default=D.val_size, help=VAL_SIZE_HELP)
     p.add_argument("--max-samples", type=int, default=None, help="use only the first N samples of each split (quick runs)")
     p.add_argument("--front-arch", default=None, help="model name of a bare state_dict front checkpoint")
     p.add_argument("--end-arch", default=None, help="model name of a bare state_dict end checkpoint")

@@ -10,9 +10,10 @@ stitch, written to ``<out>/<run-name>/<front_layer>-<end_layer>.pkl`` unless ask
 and calls :func:`run_stitch` per end layer, so a cell is exactly a cached single stitch.
 """
 import datetime as _dt
+import tempfile
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -26,7 +27,7 @@ from src.models.checkpoint import read_checkpoint
 from src.models.describe import display_name
 from src.models.networks import load_network, network_digest, network_kind
 from src.provenance import provenance
-from src.results_io import claim_output, refuse_overwrite, write_csv, write_pickle
+from src.results_io import NoRoom, check_free_space, claim_output, digest_path, refuse_overwrite, write_csv, write_pickle
 from src.seeding import generator, seed_everything
 from src.similarity import LeastSquaresFit
 from src.stitching.batches import CachedBatches, CellCaches, FrontCache, LiveBatches
@@ -287,11 +288,58 @@ def run_stitch(pair: Pair, job: StitchJob, run_folder: Path, argv=None, cache: O
                         history=history, curve=curve, extra=extra)
 
 
+#: What a result holds beside its stitch's weights (the test-split tables, learning curve, provenance, the CSV
+#: and, for a stitch into the input, sample images): a rough allowance, generous for the networks of the zoo.
+RESULT_OVERHEAD_BYTES = 1 << 20
+
+
+def expected_result_bytes(frank: FrankensteinNet, job: StitchJob, train_samples: int) -> int:
+    """The rough size of a result (what :func:`src.results_io.check_free_space` asks for before training): the
+    stitch's weights once per copy a result holds (before, after, least squares, their two differences, a mask, and
+    the history: a snapshot every ``save_frequency`` x ``epochs`` iterations, first and last) plus
+    :data:`RESULT_OVERHEAD_BYTES`."""
+    snapshot = sum(int(a.nbytes) for a in frank.stitch.param_dict().values())
+    history = max(1, train_samples // max(1, job.batch_size)) // max(1, job.save_frequency) + 2
+    return RESULT_OVERHEAD_BYTES + snapshot * (6 + history)
+
+
 def write_result(path: Path, result: Dict[str, Any]) -> Path:
-    """The CSV summary first, the pickle last (a pickle on disk means a complete result)."""
+    """The CSV summary first, then the pickle with its digest ``<name>.pkl.sha256`` (the digest before the pickle is
+    renamed into place: a pickle under its name means a complete result, checked against the digest on reading)."""
     write_csv(path.with_suffix(".csv"), pd.DataFrame([result["summary"]]))
-    write_pickle(path, result)
+    write_pickle(path, result, digest=True)
     return path
+
+
+def rescue_result(path: Path, result: Dict[str, Any]) -> Path:
+    """Write ``result``, which could not be written to ``path``, to the first folder of the system's temporary
+    folder and the home folder where it fits (with its digest); the folder's :class:`NoRoom` or OSError if none."""
+    name = f"{path.parent.name}--{path.stem}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.pkl"
+    folders = list(dict.fromkeys(p for p in (Path(tempfile.gettempdir()), Path.home()) if p != path.parent))
+    failure: Exception = OSError("no folder to try")
+    for folder in folders:
+        try:
+            return write_pickle(folder / name, result, digest=True)
+        except (OSError, UserError) as err:
+            failure = err
+    raise failure
+
+
+def write_or_rescue(path: Path, result: Dict[str, Any], write) -> Path:
+    """``write()`` (the result's files at ``path``); when the disk is full there (:class:`NoRoom`), the pickle goes to
+    :func:`rescue_result` so the training is not lost, and the one-line error says where it is."""
+    try:
+        return write()
+    except NoRoom as err:
+        try:
+            saved = rescue_result(path, result)
+        except (OSError, UserError) as again:
+            reason = getattr(again, "strerror", None) or " ".join(str(again).split())
+            raise NoRoom(f"{err}; saving the result elsewhere failed too ({reason}): the trained stitch is lost",
+                         err.path, err.errno) from err
+        raise NoRoom(f"{err}; the result was saved to {saved} instead (with its digest {digest_path(saved).name}): "
+                     f"move both beside {path} as {path.name} and {digest_path(path).name} once there is room, "
+                     f"or load it from there with load_result", err.path, err.errno) from err
 
 
 def stitch_job(args: StitchJob, argv=None, data: Optional[DataSource] = None,
@@ -308,10 +356,15 @@ def stitch_job(args: StitchJob, argv=None, data: Optional[DataSource] = None,
         if save:
             refuse_overwrite(path, args.overwrite)  # the pickle marks a finished result; a CSV alone does not count
         pair = load_pair(args, config, data)
+        if args.val_size is None and isinstance(pair.data, NamedData):  # record the default the data set chose
+            args = replace(args, val_size=pair.data.val_size)
         check_input_stitch(pair.dataset, [args.front_layer], [args.end_layer])
         check_batch_fits(args.batch_size, pair.plain_train(args).num_samples)
         frank = build_cell(pair, args)
         print(f"{describe(frank, args)}, device {pair.device}")
+        if save:  # before the work: room for the result (a full disk found after training would cost the training)
+            check_free_space(path.parent, expected_result_bytes(frank, args, pair.plain_train(args).num_samples),
+                             f"the result of this stitch ({path.name})")
         timing: Dict[str, float] = {}
         cache = None
         if args.cache_front:
@@ -321,11 +374,15 @@ def stitch_job(args: StitchJob, argv=None, data: Optional[DataSource] = None,
         result = run_stitch(pair, args, path.parent, argv, cache=cache, frank=frank, timing=timing)
         if not save:
             return None, result
-        if "images" in result:
-            save_image_grid(path.with_suffix(".png"), [grid_of(args.front_layer, result["images"], objective=args.objective)],
-                            suptitle=f"{args.front_layer} stitched into the input of {display_name(pair.end_meta, args.end_model)}",
-                            provenance=result["provenance"])
-        return write_result(path, result), result
+
+        def write() -> Path:
+            if "images" in result:
+                save_image_grid(path.with_suffix(".png"), [grid_of(args.front_layer, result["images"], objective=args.objective)],
+                                suptitle=f"{args.front_layer} stitched into the input of {display_name(pair.end_meta, args.end_model)}",
+                                provenance=result["provenance"])
+            return write_result(path, result)
+
+        return write_or_rescue(path, result, write), result
 
 
 def stitch_from_args(args: StitchJob, argv=None) -> Path:

@@ -3,7 +3,7 @@
 The 'val' split is the one the checkpoint was trained with: its recorded ``val_size`` held-out
 samples (a model trained with ``--val-size 1000`` is scored on its own 1000 held-out images, never on
 training images). Checkpoints without a record (bare state_dicts), and image folders other than the
-one the model was trained on, use the dataset's default (:func:`src.cli.default_val_size`: 5000, for an
+one the model was trained on, use the dataset's default (:func:`src.data.options.default_val_size`: 5000, for an
 ``imagefolder:DIR`` 5000 or a tenth of its training images, whichever is smaller).
 
 A model is evaluated on another dataset of its channels and classes; on images of another size only
@@ -12,7 +12,7 @@ holds its ``dataset_description`` (path, size, normalisation, digest of the file
 """
 from typing import Any, Dict, Optional
 
-from src.cli import dataset_provenance, default_val_size
+from src.data.options import dataset_provenance, default_val_size
 from src.config import get_config, resolve_device
 from src.data import dataset_info, get_loader, is_imagefolder_name
 from src.errors import UserError

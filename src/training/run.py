@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from src.cli import dataset_provenance, default_val_size
+from src.data.options import dataset_provenance, default_val_size
 from src.config import get_config, resolve_device, resolve_path
 from src.data import dataset_info, get_loader, load_split
 from src.distributed import World, main_does, session, world_from_env
@@ -43,7 +43,7 @@ class TrainJob:
     weight_decay: float = 1e-4
     optimizer: str = "sgd"
     save_frequency: Optional[int] = 10000  # None: only iteration 0 and the last
-    val_size: Optional[int] = None  # None: the dataset's default (src.cli.default_val_size: 5000 for the built-in ones)
+    val_size: Optional[int] = None  # None: the dataset's default (src.data.options.default_val_size: 5000 for the built-in ones)
     max_samples: Optional[int] = None
     no_augment: bool = False
     download: bool = False

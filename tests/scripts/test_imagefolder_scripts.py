@@ -23,7 +23,8 @@ import eval_net
 import layer_info
 import stitch_nets
 import train_model
-from src.cli import default_val_size, run_main
+from src.cli import run_main
+from src.data.options import default_val_size
 from src.data import dataset_info, describe_dataset
 from src.models import create_model
 from src.models.checkpoint import read_checkpoint, save_checkpoint
