@@ -11,13 +11,20 @@ use all samples at once (N x N Gram matrices: limit N with --samples); other mea
 Output (default RESULTS_DIR/compare/<Family>-<ckpt1>_vs_<Family>-<ckpt2>_<measure>_<dataset>_layers-<patterns>):
 matrix.csv (rows: layers of model 1, columns: layers of model 2), matrix.npz, matrix.pkl, heatmap.png
 (+ pvalues.csv, ci_*.csv). --overwrite replaces all of a previous run's files in the folder.
+Layer pairs on which the measure is degenerate (a constant layer; cca, svcca, pwcca or lr with more
+features than samples, ...) are NaN, named in a warning line and listed with the reason in degenerate.csv
+(svcca with a smaller --keep, or more --samples, avoid it).
 """
 import argparse
 import sys
+import warnings
 
-from src.cli import VAL_SIZE_HELP, add_image_options, run_main
+from src.cli import run_main
+from src.data.options import VAL_SIZE_HELP, add_image_options
 from src.data import DATASET_HELP, check_dataset_name
-from src.similarity.registry import check_minibatch_size
+from src.errors import UserError
+from src.similarity._prep import DegenerateWarning
+from src.similarity.registry import check_minibatch_size, check_sample_count
 from src.validation import float_option, int_option
 
 
@@ -47,6 +54,8 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int_option("--seed", 0), default=0, help="seed of the permutations and resamples; default 0")
     parser.add_argument("--precision", choices=["float32", "float64"], default="float32",
                         help="precision of the Gram matrices (sums are always float64); default float32")
+    parser.add_argument("--keep", type=float_option("--keep", above=0), default=None, metavar="FRACTION",
+                        help="svcca only: fraction of each side's variance kept (0 < FRACTION <= 1); default 0.99")
     parser.add_argument("-o", "--out-dir", default=None, help="output folder")
     parser.add_argument("--overwrite", action="store_true", help="replace the files of an existing output folder")
     parser.add_argument("-m1", "--arch1", default=None, help="model name of model1, needed only for a bare state_dict")
@@ -57,6 +66,11 @@ def parse_args(argv=None):
     add_image_options(parser, "dataset", "dataset2")
     args = parser.parse_args(argv)
     check_minibatch_size(args.measure, args.batch_size)
+    if args.keep is not None and (args.measure != "svcca" or args.keep > 1):
+        raise UserError(f"--keep must be a finite number > 0 and <= 1, got {args.keep:g}" if args.keep > 1 else
+                        "--keep is the fraction of variance svcca keeps; use it with --measure svcca")
+    if args.samples is not None:  # the same minimum as compare_nets.py and the measure functions
+        check_sample_count(args.measure, args.samples, "--samples")
     args.model2 = args.model2 or args.model1
     args.progress = sys.stderr.isatty()
     return args
@@ -67,7 +81,9 @@ def main(argv=None):
     from src.compare.layerwise import compare_layers
 
     args = parse_args(argv)
-    sim, paths = compare_layers(args, script_argv(__file__, argv))
+    with warnings.catch_warnings():  # reported below as one "warning:" line
+        warnings.simplefilter("ignore", DegenerateWarning)
+        sim, paths = compare_layers(args, script_argv(__file__, argv))
     print(sim.title())
     print(sim.to_frame().round(4).to_string())
     if sim.pvalues is not None:
@@ -77,6 +93,8 @@ def main(argv=None):
         print(f"{100 * sim.ci_level:g}% bootstrap interval ({sim.bootstrap} resamples of "
               f"{sim.meta.get('bootstrap_unit')}): see ci_low.csv / ci_high.csv")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
+    if sim.degenerate:
+        print(f"warning: {sim.degenerate_warning()}; every reason is in {paths['degenerate']}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -91,4 +91,5 @@ def _compute(args, model1, model2, meta1, meta2, dataset: str, dataset2: Optiona
     return layer_similarity(model1, model2, loader1, loader2, layers1=args.layers1, layers2=args.layers2,
                             measure=args.measure, max_samples=n, permutations=args.permutations,
                             bootstrap=args.bootstrap, ci=args.ci, seed=args.seed, precision=args.precision,
-                            names=names, meta=meta, progress=args.progress)
+                            names=names, meta=meta, progress=args.progress,
+                            measure_options=None if getattr(args, "keep", None) is None else {"keep": args.keep})

@@ -1,4 +1,11 @@
-"""What ``compare_nets.py`` does: the asked-for measures between one layer of each of two networks."""
+"""What ``compare_nets.py`` does: the asked-for measures between one layer of each of two networks.
+
+A measure that is degenerate on the data (too few samples, a constant layer, CCA or lr with more
+features than samples; :class:`src.similarity.DegenerateMeasure`) is refused, never printed: the sample
+count is checked against every measure's minimum before any forward pass, the data-dependent rules
+after the measures ran, and every degenerate measure is named in one error line that says why and
+what to do (``--max-samples``, svcca with a smaller keep, a pooled layer).
+"""
 from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
@@ -11,7 +18,11 @@ from src.errors import UserError
 from src.features import ActivationStore, capture, evaluating, get_module, input_batches, layer_outputs
 from src.models.describe import display_name
 from src.similarity import NEEDS_INPUTS, RETURNS, get_measure
-from src.similarity.registry import measure_names
+from src.similarity._prep import DegenerateMeasure, combine_degenerate
+from src.similarity.registry import check_sample_count, measure_names
+
+#: The option of compare_nets.py (and compare_frank_m2.py) that sets the number of samples.
+SAMPLES_OPTION = "--max-samples"
 
 
 
@@ -48,14 +59,19 @@ class _Nothing:
 def compare_nets(path1, path2, layer1: str, layer2: str, dataset: str, measures: Sequence[str], split: str = "test",
                  batch_size: int = 500, max_samples: Optional[int] = None, arch1: Optional[str] = None,
                  arch2: Optional[str] = None, device: Optional[str] = None, download: bool = False,
-                 val_size: int = 5000) -> Dict[str, Any]:
+                 val_size: int = 5000, keep: Optional[float] = None) -> Dict[str, Any]:
     """Each measure of ``measures`` (registry names, or ``all``) between ``layer1`` of the first
     checkpoint and ``layer2`` of the second, on ``split`` of ``dataset``.
 
     Returns a dict with the models, layers, data, the activation shapes and ``results``
     (measure -> float, numpy matrix, or weights dict, as the measure returns; see :data:`RETURNS`).
+    Degenerate measures are a :class:`src.similarity.DegenerateMeasure` naming all of them. ``keep``:
+    the fraction of variance svcca keeps per side (its default when None).
     """
     names = measure_names(measures)
+    options = {"svcca": {"keep": keep}} if keep is not None else {}
+    if keep is not None and "svcca" not in names:
+        raise UserError("--keep (keep=) is the fraction of variance svcca keeps; add svcca to the measures")
     config = get_config()
     device = resolve_device(device or config.device)
     (model1, meta1), (model2, meta2) = load_models(path1, path2, arch1, arch2, dataset, device)
@@ -64,20 +80,49 @@ def compare_nets(path1, path2, layer1: str, layer2: str, dataset: str, measures:
     get_module(model1, layer1)  # unknown names: UserError listing the valid layers
     get_module(model2, layer2)
     loader = eval_loader(dataset, split, batch_size, max_samples, device, download, val_size, config)
+    check_samples(names, loader.num_samples)
     x, y, inputs = collect(model1, model2, layer1, layer2, loader, any(n in NEEDS_INPUTS for n in names),
                            loader.num_samples)
-    results: Dict[str, Any] = {}
-    for name in names:
-        options = {"inputs": inputs} if name in NEEDS_INPUTS else {}
-        try:
-            results[name] = get_measure(name)(x, y, **options)
-        except UserError as err:
-            raise UserError(f"{name}: {err}") from err
+    results = measure_all(names, x, y, inputs, options=options)
     return {"model1": display_name(meta1, path1), "model2": display_name(meta2, path2),
             "checkpoint1": str(path1), "checkpoint2": str(path2), "layer1": layer1, "layer2": layer2,
             "dataset": dataset, "split": split, "n": int(x.shape[0]),
             "shape1": list(x.shape[1:]), "shape2": list(y.shape[1:]), "results": results,
             "returns": {name: RETURNS[name] for name in names}}
+
+
+def check_samples(names: Sequence[str], n: int, option: str = SAMPLES_OPTION) -> None:
+    """Every measure of ``names`` that ``n`` samples are too few for, in one DegenerateMeasure (before any work)."""
+    failed = []
+    for name in names:
+        try:
+            check_sample_count(name, n, option)
+        except DegenerateMeasure as err:
+            failed.append(err)
+    if failed:
+        raise combine_degenerate(failed, option)
+
+
+def measure_all(names: Sequence[str], x, y, inputs=None, option: str = SAMPLES_OPTION,
+                options: Optional[Dict[str, Dict[str, Any]]] = None) -> Dict[str, Any]:
+    """measure -> value of each measure of ``names`` between ``x`` and ``y`` (``options``: measure -> its keyword
+    arguments); the degenerate ones are refused together, in one :class:`src.similarity.DegenerateMeasure`
+    (``option``, the script's sample-count option, named in its advice)."""
+    results: Dict[str, Any] = {}
+    failed = []
+    for name in names:
+        options_of = dict((options or {}).get(name, {}))
+        if name in NEEDS_INPUTS:
+            options_of["inputs"] = inputs
+        try:
+            results[name] = get_measure(name)(x, y, **options_of)
+        except DegenerateMeasure as err:
+            failed.append(err)
+        except UserError as err:
+            raise UserError(f"{name}: {err}") from err
+    if failed:
+        raise combine_degenerate(failed, option)
+    return results
 
 
 def summary(value: Any, kind: str) -> str:
