@@ -7,8 +7,22 @@ run at a time write an output, and :func:`staged_folder` replaces a folder of ou
 Pickles are read with :func:`src.safe_pickle.restricted_load`, which refuses anything but the
 plain values, numpy arrays and pandas frames results hold, and any file that would take more memory
 to load than its size accounts for.
+
+Integrity: :func:`write_pickle` with ``digest=True`` (stitching results, matrix cells, ``matrix.pkl``) records the
+SHA-256 of the pickle's bytes in a sidecar ``<name>.sha256`` (``sha256sum`` format, so ``sha256sum -c`` checks it
+too). The sidecar is written *before* the pickle is renamed into place: a writer killed at any point leaves either
+no pickle under the final name, or a pickle whose sidecar matches it; a pickle beside a sidecar it does not match
+was changed or damaged afterwards (or is an older pickle whose replacement never arrived). :func:`read_pickle`
+checks the sidecar when there is one and refuses a mismatch (:class:`ChangedFile`); a pickle without one (written
+before digests were recorded) loads unverified.
+
+Room: :func:`check_free_space` refuses a run before its work when the output folder has less free space than the
+run's rough output size; a write that still runs out of room (no space, over the file-size limit, over quota)
+is a one-line :class:`NoRoom` naming the file, and leaves no partial file under any name.
 """
+import errno
 import fcntl
+import hashlib
 import json
 import os
 import pickle
@@ -17,7 +31,7 @@ import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Union
+from typing import Any, BinaryIO, Callable, Dict, Iterable, Iterator, Optional, Union
 
 import pandas as pd
 
@@ -81,8 +95,13 @@ def refuse_directory(path: PathLike) -> None:
                         f"that folder, or beside it)")
 
 
-def atomic_write(path: PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
+def atomic_write(path: PathLike, write: Callable[[Any], None], mode: str = "wb",
+                 before_replace: Optional[Callable[[Path], None]] = None) -> Path:
     """Call ``write(fileobj)`` on a temporary file next to ``path``, then rename it to ``path``.
+
+    ``before_replace(tmp)`` runs once the temporary file is complete, just before the rename (if it raises,
+    nothing is renamed). Running out of room (ENOSPC, EFBIG, EDQUOT) is a one-line :class:`NoRoom` naming
+    ``path``; the temporary file is removed whatever fails.
 
     A ``path`` that is a folder, or under a dangling symbolic link, is a one-line :class:`UserError`.
     """
@@ -93,21 +112,83 @@ def atomic_write(path: PathLike, write: Callable[[Any], None], mode: str = "wb")
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"cannot write {path} ({err.strerror or err}); choose a folder you can write to") from err
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise no_room(path, err) or err
     try:
         honour_umask(tmp)  # mkstemp makes 0600; a result is meant to be shared like any other file
         with os.fdopen(fd, mode) as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        if before_replace is not None:
+            before_replace(Path(tmp))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         try:
-            os.unlink(tmp)
+            os.unlink(tmp)  # never a partial file: not under the final name, not under the temporary one
         except FileNotFoundError:
             pass
+        if isinstance(err, OSError):
+            raise no_room(path, err) or err
         raise
     return path
+
+
+#: The errors of a write that ran out of room, with what they mean and what to do.
+NO_ROOM = {
+    errno.ENOSPC: ("no space left on the device", "free some space there or write elsewhere (-o/--out-dir)"),
+    errno.EFBIG: ("file too large: over the file-size limit (ulimit -f) or the file system's largest file",
+                  "raise the limit (ulimit -f unlimited) or write elsewhere (-o/--out-dir)"),
+    errno.EDQUOT: ("disk quota exceeded", "free some of your files there or write elsewhere (-o/--out-dir)"),
+}
+
+
+class NoRoom(UserError):
+    """A write that failed for want of room (ENOSPC, EFBIG, EDQUOT); ``path``: the file that was not written."""
+
+    def __init__(self, message: str, path: Path, errno_: int):
+        super().__init__(message)
+        self.path, self.errno = Path(path), errno_
+
+
+def no_room(path: PathLike, err: OSError) -> Optional[NoRoom]:
+    """``err`` as a one-line :class:`NoRoom` naming ``path`` when it is a lack of room, else None."""
+    if err.errno not in NO_ROOM:
+        return None
+    meaning, advice = NO_ROOM[err.errno]
+    name = errno.errorcode.get(err.errno, str(err.errno))
+    return NoRoom(f"cannot write {path}: {meaning} ({name}); nothing was written under that name; {advice}",
+                  Path(path), err.errno)
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def check_free_space(folder: PathLike, needed_bytes: int, what: str) -> None:
+    """A one-line :class:`UserError`, before any work, when ``folder`` (or the nearest folder above it that exists)
+    has less free space than ``needed_bytes``, the rough size of what the run will write (``what`` names it).
+
+    Rough on purpose: a quota or another process filling the disk meanwhile is still caught at write time
+    (:class:`NoRoom`). A file system whose free space cannot be read is not refused.
+    """
+    folder = Path(folder)
+    probe = folder
+    while not probe.is_dir() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return
+    if free < needed_bytes:
+        raise UserError(f"{folder} has {_size(free)} free, less than the {_size(needed_bytes)} or so needed for "
+                        f"{what}; free some space there or write elsewhere (-o/--out-dir)")
 
 
 def refuse_overwrite(path: PathLike, overwrite: bool, flag: str = "--overwrite",
@@ -239,8 +320,127 @@ def staged_folder(directory: PathLike, owned: Iterable[str], marker: Optional[st
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def write_pickle(path: PathLike, obj: Any) -> Path:
-    return atomic_write(path, lambda f: pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL))
+DIGEST_SUFFIX = ".sha256"
+
+
+def digest_path(path: PathLike) -> Path:
+    """The sidecar holding the SHA-256 of ``path``'s bytes: ``<name>.sha256`` beside it."""
+    path = Path(path)
+    return path.with_name(path.name + DIGEST_SUFFIX)
+
+
+class ChangedFile(UserError):
+    """A file whose bytes are not those its digest sidecar records: changed or damaged after it was written."""
+
+    def __init__(self, message: str, path: Path):
+        super().__init__(message)
+        self.path = Path(path)
+
+
+class _Hashing:
+    """A binary file that hashes what is written through it."""
+
+    def __init__(self, handle: BinaryIO):
+        self.handle, self.hasher = handle, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.hasher.update(data)
+        return self.handle.write(data)
+
+
+def recorded_digest(path: PathLike) -> Optional[str]:
+    """The SHA-256 (hex) that ``path``'s sidecar records; None without a sidecar; :class:`ChangedFile` if unreadable."""
+    path = Path(path)
+    sidecar = digest_path(path)
+    try:
+        text = sidecar.read_text(encoding="ascii", errors="replace")
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise ChangedFile(f"cannot read {sidecar}, the digest of {path} ({err.strerror or err}); check that it "
+                          f"is a readable file", path) from err
+    words = text.split()
+    digest = words[0].lower() if words else ""
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ChangedFile(f"{sidecar}, the digest of {path}, is damaged (not a SHA-256 line); re-run the job "
+                          f"that wrote {path.name}", path)
+    return digest
+
+
+def sha256_of(handle: BinaryIO) -> str:
+    """The SHA-256 (hex) of what is left to read from ``handle``, read in blocks."""
+    hasher = hashlib.sha256()
+    for block in iter(lambda: handle.read(1 << 20), b""):
+        hasher.update(block)
+    return hasher.hexdigest()
+
+
+def check_digest(path: PathLike, handle: Optional[BinaryIO] = None) -> bool:
+    """True when ``path``'s bytes (read from ``handle``, an open binary file of it, when given: then rewound) match
+    its sidecar, False when it has none (unverified); a mismatch is a one-line :class:`ChangedFile` naming the file."""
+    path = Path(path)
+    recorded = recorded_digest(path)
+    if recorded is None:
+        return False
+    if handle is None:
+        with open(path, "rb") as own:
+            actual = sha256_of(own)
+    else:
+        actual = sha256_of(handle)
+        handle.seek(0)
+    if actual != recorded:
+        raise ChangedFile(f"{path} was changed or damaged after it was written: its SHA-256 {actual[:12]}... differs "
+                          f"from {recorded[:12]}... recorded in {digest_path(path).name}; re-run the job that wrote "
+                          f"it (a matrix: stitch_matrix.py --resume reruns such cells)", path)
+    return True
+
+
+def write_digest(path: PathLike, digest: str) -> Path:
+    """Record ``digest`` as the SHA-256 of ``path`` in its sidecar (atomically)."""
+    path = Path(path)
+    return atomic_write(digest_path(path), lambda f: f.write(f"{digest}  {path.name}\n"), mode="w")
+
+
+def write_pickle(path: PathLike, obj: Any, digest: bool = False) -> Path:
+    """``obj`` pickled to ``path`` atomically; with ``digest`` the SHA-256 of the bytes in ``<name>.sha256``.
+
+    The order makes the pickle under its final name the mark of a finished file: the pickle is written to a
+    temporary name, then its digest is written, then the pickle is renamed into place. Killed before the rename,
+    a writer leaves no pickle (a sidecar alone means nothing), or the previous pickle beside a digest it does not
+    match (refused as changed, so rerun); if the pickle cannot be written the previous sidecar is put back.
+    """
+    path = Path(path)
+    if not digest:
+        return atomic_write(path, lambda f: pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL))
+    sidecar = digest_path(path)
+    hashing: Dict[str, _Hashing] = {}
+    try:
+        previous = sidecar.read_text() if sidecar.is_file() else None
+    except OSError:
+        previous = None
+
+    def dump(handle) -> None:
+        hashing["writer"] = _Hashing(handle)
+        pickle.dump(obj, hashing["writer"], protocol=pickle.HIGHEST_PROTOCOL)
+
+    recorded = []
+
+    def record(_tmp: Path) -> None:
+        write_digest(path, hashing["writer"].hasher.hexdigest())
+        recorded.append(True)
+
+    try:
+        return atomic_write(path, dump, before_replace=record)
+    except BaseException:
+        if recorded:  # the new digest is in place but the pickle is not: the previous sidecar back (or none)
+            try:
+                if previous is None:
+                    sidecar.unlink(missing_ok=True)
+                else:
+                    atomic_write(sidecar, lambda f: f.write(previous), mode="w")
+            except (OSError, UserError):
+                sidecar.unlink(missing_ok=True)
+        raise
 
 
 def write_csv(path: PathLike, frame: pd.DataFrame, index: bool = False) -> Path:
@@ -252,13 +452,17 @@ def write_json(path: PathLike, obj: Any) -> Path:
 
 
 def read_pickle(path: PathLike) -> Any:
-    """Load a result pickle; a missing, truncated or foreign file is a one-line :class:`UserError`."""
+    """Load a result pickle; a missing, truncated or foreign file is a one-line :class:`UserError`, and so is one
+    that does not match the digest recorded beside it (:class:`ChangedFile`; see :func:`write_pickle`)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"result file {path} does not exist; check the path (results are under results/<run-name>/)")
     try:
         with open(path, "rb") as handle:
+            check_digest(path, handle)  # the very file loaded next; a file without a digest loads unverified
             return restricted_load(handle)
+    except UserError:  # changed since it was written (ChangedFile), or its digest file unreadable
+        raise
     except Refused as err:  # a foreign global, a use no result makes, or a pickle bomb
         raise UserError(f"refusing to load {path}: {err}; only open pickles from trusted sources") from err
     except MemoryError:  # within the budget, yet more than this machine has: still one line, never a traceback

@@ -24,23 +24,30 @@ from src.config import get_config, resolve_device
 from src.distributed import barrier, main_does, session
 from src.models.checkpoint import save_checkpoint
 from src.models.networks import network_kind, random_network
-from src.results_io import atomic_write, claim_output, try_claim
-from src.stitching.run import EVAL_BATCH, Pair, build_cell, load_pair, run_stitch, write_result
+from src.results_io import NoRoom, atomic_write, check_free_space, claim_output, digest_path, try_claim
+from src.stitching.run import (EVAL_BATCH, Pair, build_cell, expected_result_bytes, load_pair, run_stitch,
+                              write_result)
 from src.matrix.caches import MatrixCaches
 from src.matrix.evess import SimilarityTwins, mse_cell_path
 from src.data import DataSource
 from src.matrix.plan import (Cell, Done, MatrixJob, Plan, joins_run, matrix_job_from_info, plan_matrix,
                               refuse_existing_run, variant_job)
-from src.matrix.resume import finished_result, remove_leftovers
+from src.matrix.resume import remove_leftovers
 from src.matrix.runinfo import (RUN_INFO, check_same_run, publish_once, publish_or_check,
                                 read_run_info, run_parameters)
 from src.matrix.shard import cells_for
-from src.matrix.summary import summarise, write_outputs
+from src.matrix.summary import cell_files, summarise, write_outputs
 
 #: The key of ``timing["cache_seconds"][variant]`` for the one-pass caches of all layers (src.matrix.caches).
 PREFILL = "all layers, one pass per split"
 #: How long a torchrun rank may wait at a barrier for the others (their remaining cells).
 SWEEP_TIMEOUT = timedelta(days=7)
+#: The free space a sweep asks for before its first cell (src.results_io.check_free_space): this much per result
+#: file left to write (a cell, and its similarity twin with --objective both) plus TABLES_BYTES for the tables,
+#: matrix.png and matrix.pkl. Rough on purpose: a Tiny10 or ResNet cell is far smaller, a flattened stitch can be
+#: larger, which the check before each cell's training catches (with the size of that cell's stitch).
+CELL_BYTES = 2 << 20
+TABLES_BYTES = 4 << 20
 
 
 def _write_random_networks(plan: Plan, pair: Pair) -> None:
@@ -64,6 +71,7 @@ def _write_random_networks(plan: Plan, pair: Pair) -> None:
 def _clear_previous(run_folder: Path) -> None:
     """With --overwrite: remove what an earlier matrix run wrote there (the pickle, its marker, first)."""
     (run_folder / "matrix.pkl").unlink(missing_ok=True)
+    digest_path(run_folder / "matrix.pkl").unlink(missing_ok=True)
     (run_folder / RUN_INFO).unlink(missing_ok=True)
     for sub in ("cells", "controls"):
         shutil.rmtree(run_folder / sub, ignore_errors=True)
@@ -93,9 +101,11 @@ def run_matrix(mjob: MatrixJob, argv=None, progress: Optional[bool] = None,
         if world.is_main and mjob.shard is None:  # shards of a job array share the folder (each cell is claimed)
             claim = claim_output(plan.run_folder)
         try:
+            mine = cells_for(plan.cells, mjob.shard, world.rank, world.size)
+            if not joins_run(mjob):  # a new run: every cell is left to run; room for them before the folder is made
+                _check_room(plan, mine)
             main_does(_prepare_folder, mjob, plan, trained_pair, argv)
             pairs = _load_pairs(plan, trained_pair)
-            mine = cells_for(plan.cells, mjob.shard, world.rank, world.size)
             done = run_cells(plan, pairs, mine, argv, progress, label=f"[rank {world.rank}] " if world.distributed else "")
             barrier()  # every rank's cells are on disk
             if not world.is_main or mjob.shard is not None:
@@ -141,7 +151,9 @@ def run_cells(plan: Plan, pairs: Dict[str, Pair], cells: Sequence[Cell], argv=No
     groups: Dict[Tuple[str, str], List[Cell]] = {}
     for cell in cells:
         groups.setdefault((cell.variant, cell.job.front_layer), []).append(cell)
-    todos = {key: [c for c in group if not _finished(c, pairs[key[0]], done.twins)] for key, group in groups.items()}
+    todos = {key: [c for c in group if not _finished(c, pairs[key[0]], done.twins, folder, label)]
+             for key, group in groups.items()}
+    _check_room(plan, [c for group in todos.values() for c in group])  # those not finished (--resume, shards)
     caches = {variant: MatrixCaches(pairs[variant], plan.base, EVAL_BATCH) for variant in pairs}
     for variant, variant_caches in caches.items():
         todo = [c for (v, _), cells in todos.items() if v == variant for c in cells]
@@ -163,7 +175,7 @@ def run_cells(plan: Plan, pairs: Dict[str, Pair], cells: Sequence[Cell], argv=No
                 bar.update()
                 continue
             with claim:
-                if _finished(cell, pair, done.twins):  # finished meanwhile
+                if _finished(cell, pair, done.twins):  # finished meanwhile (its damaged files were reported above)
                     bar.update()
                     continue
                 remove_leftovers(cell.path)
@@ -177,10 +189,17 @@ def run_cells(plan: Plan, pairs: Dict[str, Pair], cells: Sequence[Cell], argv=No
                 timing = {"cache_seconds": done.cache_seconds[variant][s], "cache_shared_by_cells": len(plan.end_layers)}
                 shared = caches[variant].cell(front, r)
                 frank = build_cell(pair, cell.job)
-                result = run_stitch(pair, cell.job, folder, argv, cache=shared.train, frank=frank, timing=timing,
-                                    shared=shared)
-                twin = done.twins.run(pair, cell, frank, folder, argv, shared, timing)
-                write_result(cell.path, result)  # last: the cell's pickle marks the whole cell (and its twin) done
+                files = 2 if done.twins.needed(cell) else 1
+                size = expected_result_bytes(frank, cell.job, pair.plain_train(plan.base).num_samples)
+                check_free_space(cell.path.parent, files * size, f"the result of cell {s} -> {r}")
+                try:
+                    result = run_stitch(pair, cell.job, folder, argv, cache=shared.train, frank=frank, timing=timing,
+                                        shared=shared)
+                    twin = done.twins.run(pair, cell, frank, folder, argv, shared, timing)
+                    write_result(cell.path, result)  # last: the cell's pickle marks the whole cell (and its twin) done
+                except NoRoom as err:  # nothing of this cell counts as finished; the cells written before are kept
+                    raise NoRoom(f"{err}; the finished cells are kept: rerun with --resume once there is room",
+                                 err.path, err.errno) from err
             done.seconds[variant][(s, r)] = time.perf_counter() - started
             done.results[variant][(s, r)] = result
             acc = result["model_results"]
@@ -193,11 +212,28 @@ def run_cells(plan: Plan, pairs: Dict[str, Pair], cells: Sequence[Cell], argv=No
     return done
 
 
-def _finished(cell: Cell, pair: Pair, twins: SimilarityTwins) -> bool:
-    """The cell's pickle is finished with its parameters, and so is its similarity twin when it has one."""
-    if finished_result(cell.path, cell.job, pair.digests) is None:
-        return False
-    return not twins.needed(cell) or twins.finished(cell, pair.digests) is not None
+def _finished(cell: Cell, pair: Pair, twins: SimilarityTwins, folder: Optional[Path] = None,
+              label: Optional[str] = None) -> bool:
+    """The cell's pickle is finished with its parameters and matches its digest, and so is its similarity twin's when
+    it has one. With ``label``, a damaged file (changed since written, truncated) is reported in one line by name."""
+    files = cell_files(cell, twins, pair.digests)
+    if label is not None:
+        for file in files:
+            if file.damaged:
+                tqdm.write(f"{label}{cell.variant:15s} {cell.job.front_layer} -> {cell.job.end_layer}: "
+                           f"{file.path.relative_to(folder)} {file.problem}: running the cell again")
+    return all(file.finished for file in files)
+
+
+def _check_room(plan: Plan, todo: Sequence[Cell]) -> None:
+    """Before the first cell: room for the result files left to write and the tables (CELL_BYTES, TABLES_BYTES)."""
+    if not todo:
+        return
+    twins = SimilarityTwins(plan.base.objective == "both", plan.front_layers, plan.end_layers)
+    files = sum(2 if twins.needed(cell) else 1 for cell in todo)
+    check_free_space(plan.run_folder, files * CELL_BYTES + TABLES_BYTES,
+                     f"the {len(todo)} cell(s) left to run ({files} result file(s) at a rough {CELL_BYTES >> 20} MiB "
+                     f"each, and the tables)")
 
 
 def collect_matrix(run_folder, argv=None) -> Tuple[Path, Dict[str, Any]]:

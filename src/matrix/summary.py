@@ -1,5 +1,6 @@
 """A stitch matrix's tables from its cells' results: accuracy, relative accuracy, least squares, CKA, controls,
 the triangle statistic and Spearman correlations, written as CSVs, ``matrix.png`` and (last) ``matrix.pkl``."""
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -9,17 +10,17 @@ import pandas as pd
 
 from src.errors import UserError
 from src.provenance import jsonable, provenance
-from src.results_io import read_pickle, write_csv, write_pickle
+from src.results_io import NoRoom, read_pickle, write_csv, write_pickle
 from src.similarity import layer_similarity
 from src.stitching.cut import INPUT_LAYER
 from src.stitching.job import StitchJob
 from src.stitching.run import EVAL_BATCH, Pair
-from src.matrix.evess import SimilarityTwins, print_evess
+from src.matrix.evess import SimilarityTwins, mse_cell_path, print_evess
 from src.matrix.images import matrix_grids
 from src.stitching.images import save_image_grid
 from src.matrix.plan import VARIANTS, Done, MatrixJob, Plan, cell_path, table_name
 from src.matrix.plot import save_matrix_png
-from src.matrix.resume import finished_result
+from src.matrix.resume import CellFile, cell_file
 from src.matrix.stats import proportional_depths, spearman, triangle_statistic
 
 FORMAT = "drfrank-stitch-matrix"
@@ -53,35 +54,59 @@ def _cell_seconds(result: Dict[str, Any]) -> float:
     return float(t.get("statistics_seconds", 0.0) + sum(t.get("epoch_seconds", [])) + t.get("evaluation_seconds", 0.0))
 
 
+def cell_files(cell, twins: SimilarityTwins, digests: Optional[Dict[str, str]]) -> List[CellFile]:
+    """The state of a cell's file and, with ``--objective both``, of its similarity twin's (:mod:`src.matrix.resume`)."""
+    files = [cell_file(cell.path, cell.job, digests)]
+    if twins.needed(cell):
+        files.append(cell_file(mse_cell_path(cell.path), twins.twin_job(cell), digests, needs=("evess",)))
+    return files
+
+
 def summarise(mjob: MatrixJob, plan: Plan, pairs: Dict[str, Pair], done: Optional[Done], argv=None) -> Dict[str, Any]:
     """The matrix summary from every cell: those in ``done`` as they are, the others read from their finished pickles.
 
-    A cell that is not finished (missing, incomplete or computed with other parameters) is a one-line
-    UserError listing them: run their shards again or resume."""
+    A cell that is not finished (missing, incomplete or computed with other parameters) or damaged (its pickle
+    changed since it was written: it does not match its digest file) is a one-line UserError listing them: run
+    their shards again or resume. Cells without a digest file (written before digests were recorded) are accepted
+    unverified, with one note on stderr naming them (:mod:`src.matrix.resume`)."""
     done = done or Done({}, {}, {}, SimilarityTwins(plan.base.objective == "both", plan.front_layers, plan.end_layers))
     twins = done.twins
     results: Dict[str, Dict] = {v: {} for v in plan.checkpoints}
     seconds: Dict[str, Dict] = {v: {} for v in plan.checkpoints}
-    missing = []
+    missing: List[str] = []
+    damaged: Dict[str, List[str]] = {}  # why (resume.CHANGED / UNREADABLE) -> cell files
+    unverified: List[str] = []
     for cell in plan.cells:
         key = (cell.job.front_layer, cell.job.end_layer)
         result = done.results.get(cell.variant, {}).get(key)
         if result is None:
-            result = finished_result(cell.path, cell.job, pairs[cell.variant].digests)
-            twin = twins.finished(cell, pairs[cell.variant].digests) if twins.needed(cell) else None
-            if twin is not None:
-                twins.adopt(cell, twin)
-            elif twins.needed(cell):
-                result = None
-        if result is None:
-            missing.append(str(cell.path.relative_to(plan.run_folder).with_suffix("")))
-            continue
+            files = cell_files(cell, twins, pairs[cell.variant].digests)
+            broken = [f for f in files if f.damaged]
+            if broken:
+                for f in broken:
+                    damaged.setdefault(f.problem, []).append(_name(plan, f.path))
+                continue
+            if not all(f.finished for f in files):
+                missing.append(_name(plan, cell.path))
+                continue
+            unverified.extend(_name(plan, f.path) for f in files if not f.verified)
+            result = files[0].result
+            if twins.needed(cell):
+                twins.adopt(cell, files[1].result)
         results[cell.variant][key] = result
         seconds[cell.variant][key] = done.seconds.get(cell.variant, {}).get(key, _cell_seconds(result))
-    if missing:
-        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-        raise UserError(f"{len(missing)} of {len(plan.cells)} cells of {plan.run_folder} are not finished ({shown}); "
-                        f"run their shards again or rerun with --resume (finished cells are kept)")
+    if missing and not damaged:
+        raise UserError(f"{len(missing)} of {len(plan.cells)} cells of {plan.run_folder} are not finished "
+                        f"({_shown(missing)}); run their shards again or rerun with --resume (finished cells are kept)")
+    if damaged:
+        cells = len(missing) + len({name for names in damaged.values() for name in names})
+        parts = ([f"{_shown(missing)}: not finished"] if missing else []) + \
+                [f"{_shown(names)}: {why}" for why, names in damaged.items()]
+        raise UserError(f"{cells} of {len(plan.cells)} cells of {plan.run_folder} are not finished or damaged "
+                        f"({'; '.join(parts)}); rerun with --resume (finished cells are kept, damaged ones run again)")
+    if unverified:
+        print(f"note: {len(unverified)} cell file(s) of {plan.run_folder} have no .sha256 digest file (written "
+              f"before digests were recorded), accepted unverified: {_shown(unverified)}", file=sys.stderr)
     started = time.perf_counter()
     cka = {v: cka_matrix_of(pairs[v], plan.base, plan.front_layers, plan.end_layers) for v in plan.checkpoints}
     cka_samples = cka["trained"][1]
@@ -142,6 +167,15 @@ def _assemble(mjob, plan: Plan, results, cka, seconds, cache_seconds, cka_second
     }
 
 
+def _shown(names: List[str], most: int = 8) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def _name(plan: Plan, path: Path) -> str:
+    """A cell file as the messages name it: relative to the run folder, without ``.pkl``."""
+    return str(path.relative_to(plan.run_folder).with_suffix(""))
+
+
 def _triangle(frame: pd.DataFrame) -> Dict[str, float]:
     """The triangle statistic over the end layers proper: a stitch into the ``input`` generates an image, it
     is not an end depth (as in the EV / ES / SV groups, :func:`src.matrix.evess.cell_position`)."""
@@ -149,6 +183,16 @@ def _triangle(frame: pd.DataFrame) -> Dict[str, float]:
 
 
 def write_outputs(plan: Plan, summary: Dict[str, Any], depth_axes: bool) -> Path:
+    """The tables (CSVs), ``matrix.png`` (and ``images.png``), then ``matrix.pkl`` with its digest, last. Out of room,
+    one line that says the cells are all kept: ``--collect`` writes the tables again."""
+    try:
+        return _write_outputs(plan, summary, depth_axes)
+    except NoRoom as err:
+        raise NoRoom(f"{err}; every cell is finished and kept: stitch_matrix.py --collect {plan.run_folder} writes "
+                     f"the tables once there is room", err.path, err.errno) from err
+
+
+def _write_outputs(plan: Plan, summary: Dict[str, Any], depth_axes: bool) -> Path:
     folder = plan.run_folder
     for name, frame in summary["tables"].items():
         write_csv(folder / f"{name}.csv", frame, index=True)
@@ -170,7 +214,7 @@ def write_outputs(plan: Plan, summary: Dict[str, Any], depth_axes: bool) -> Path
         save_image_grid(folder / "images.png", matrix_grids(summary["images"]),
                         suptitle=f"{plan.names[0]} stitched into the input of {plan.names[1]}, {base.dataset}",
                         provenance=summary["provenance"])
-    return write_pickle(folder / "matrix.pkl", summary)
+    return write_pickle(folder / "matrix.pkl", summary, digest=True)
 
 
 def print_summary(summary: Dict[str, Any]) -> None:

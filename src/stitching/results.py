@@ -37,7 +37,9 @@ def load_summaries(folder) -> pd.DataFrame:
 
     Other kinds of pickle (a matrix's ``matrix.pkl``, similarity matrices) are passed over; a pickle that
     cannot be read (corrupt, truncated, refused by the safe loader, a pickle bomb asking for more memory than
-    its size allows, or more than this machine has) is passed over with a warning naming it.
+    its size allows, or more than this machine has) or that was changed after it was written (its bytes differ
+    from the SHA-256 recorded in ``<name>.pkl.sha256`` beside it) is passed over with a warning naming it. A
+    pickle without a digest file (written before digests were recorded) is read unverified.
     """
     rows, skipped = [], []
     for path in sorted(Path(folder).rglob("*.pkl")):

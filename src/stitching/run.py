@@ -15,7 +15,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pandas as pd
 import torch
@@ -27,7 +27,7 @@ from src.models.checkpoint import read_checkpoint
 from src.models.describe import display_name
 from src.models.networks import load_network, network_digest, network_kind
 from src.provenance import provenance
-from src.results_io import NoRoom, check_free_space, claim_output, digest_path, refuse_overwrite, write_csv, write_pickle
+from src.results_io import NO_ROOM, NoRoom, check_free_space, claim_output, digest_path, refuse_overwrite, write_csv, write_pickle
 from src.seeding import generator, seed_everything
 from src.similarity import LeastSquaresFit
 from src.stitching.batches import CachedBatches, CellCaches, FrontCache, LiveBatches
@@ -307,36 +307,36 @@ def write_result(path: Path, result: Dict[str, Any]) -> Path:
     """The CSV summary first, then the pickle with its digest ``<name>.pkl.sha256`` (the digest before the pickle is
     renamed into place: a pickle under its name means a complete result, checked against the digest on reading)."""
     write_csv(path.with_suffix(".csv"), pd.DataFrame([result["summary"]]))
-    write_pickle(path, result, digest=True)
+    write_pickle(path, result, True)  # digest=True
     return path
 
 
-def rescue_result(path: Path, result: Dict[str, Any]) -> Path:
-    """Write ``result``, which could not be written to ``path``, to the first folder of the system's temporary
-    folder and the home folder where it fits (with its digest); the folder's :class:`NoRoom` or OSError if none."""
+def rescue_result(path: Path, result: Dict[str, Any]) -> Tuple[Optional[Path], List[str]]:
+    """Write ``result``, which could not be written to ``path``, with its digest to the first of the system's
+    temporary folder and the home folder where it fits: ``(where, [])``, else ``(None, [why each failed])``."""
     name = f"{path.parent.name}--{path.stem}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.pkl"
     folders = list(dict.fromkeys(p for p in (Path(tempfile.gettempdir()), Path.home()) if p != path.parent))
-    failure: Exception = OSError("no folder to try")
+    failures = []
     for folder in folders:
         try:
-            return write_pickle(folder / name, result, digest=True)
+            return write_pickle(folder / name, result, digest=True), []
+        except NoRoom as err:
+            failures.append(f"{folder}: {NO_ROOM[err.errno][0]}")
         except (OSError, UserError) as err:
-            failure = err
-    raise failure
+            failures.append(f"{folder}: {getattr(err, 'strerror', None) or ' '.join(str(err).split())}")
+    return None, failures
 
 
-def write_or_rescue(path: Path, result: Dict[str, Any], write) -> Path:
-    """``write()`` (the result's files at ``path``); when the disk is full there (:class:`NoRoom`), the pickle goes to
+def write_or_rescue(path: Path, result: Dict[str, Any], write: Callable[[], Path]) -> Path:
+    """``write()`` (the result's files at ``path``); when there is no room there (:class:`NoRoom`), the pickle goes to
     :func:`rescue_result` so the training is not lost, and the one-line error says where it is."""
     try:
         return write()
     except NoRoom as err:
-        try:
-            saved = rescue_result(path, result)
-        except (OSError, UserError) as again:
-            reason = getattr(again, "strerror", None) or " ".join(str(again).split())
-            raise NoRoom(f"{err}; saving the result elsewhere failed too ({reason}): the trained stitch is lost",
-                         err.path, err.errno) from err
+        saved, failures = rescue_result(path, result)
+        if saved is None:
+            raise NoRoom(f"{err}; saving the result elsewhere failed too ({'; '.join(failures)}): the trained stitch "
+                         f"is lost", err.path, err.errno) from err
         raise NoRoom(f"{err}; the result was saved to {saved} instead (with its digest {digest_path(saved).name}): "
                      f"move both beside {path} as {path.name} and {digest_path(path).name} once there is room, "
                      f"or load it from there with load_result", err.path, err.errno) from err
