@@ -32,8 +32,8 @@ def parse_args(argv=None):
     from src.similarity import FLOAT_MEASURES
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model1", help="checkpoint of the first network (.pt)")
-    parser.add_argument("model2", nargs="?", default=None, help="checkpoint of the second network; default model1")
+    parser.add_argument("model1", help="the first network: a checkpoint (.pt), or a model spec: torchvision:NAME, timm:NAME[?k=v,...] or MODULE:FUNCTION")
+    parser.add_argument("model2", nargs="?", default=None, help="the second network, as model1; default model1")
     parser.add_argument("-d", "--dataset", type=check_dataset_name, default=None,
                         help=f"data set (seen by both models): {DATASET_HELP}; default the one model1 was trained on")
     parser.add_argument("--dataset2", type=check_dataset_name, default=None,
@@ -60,6 +60,9 @@ def parse_args(argv=None):
     parser.add_argument("--overwrite", action="store_true", help="replace the files of an existing output folder")
     parser.add_argument("-m1", "--arch1", default=None, help="model name of model1, needed only for a bare state_dict")
     parser.add_argument("-m2", "--arch2", default=None, help="model name of model2, needed only for a bare state_dict")
+    parser.add_argument("--weights1", default=None, metavar="FILE", help="weights of model1 when it is a model spec")
+    parser.add_argument("--weights2", default=None, metavar="FILE",
+                        help="weights of model2 when it is a model spec; default --weights1 when model2 is model1's")
     parser.add_argument("--val-size", type=int_option("--val-size", 0), default=None, help=VAL_SIZE_HELP)
     parser.add_argument("--download", action="store_true", help="download the dataset with torchvision if it is missing")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N; default DEVICE of the config")
@@ -71,7 +74,8 @@ def parse_args(argv=None):
                         "--keep is the fraction of variance svcca keeps; use it with --measure svcca")
     if args.samples is not None:  # the same minimum as compare_nets.py and the measure functions
         check_sample_count(args.measure, args.samples, "--samples")
-    args.model2 = args.model2 or args.model1
+    if args.model2 is None:  # one network against itself (two data sets, or its own layers)
+        args.model2, args.weights2 = args.model1, args.weights2 or args.weights1
     args.progress = sys.stderr.isatty()
     return args
 

@@ -25,8 +25,8 @@ from src.validation import check_writable_dir, float_option, int_option
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model1", help="checkpoint of the first network (.pt)")
-    parser.add_argument("model2", help="checkpoint of the second network (.pt)")
+    parser.add_argument("model1", help="the first network: a checkpoint (.pt), or a model spec: torchvision:NAME, timm:NAME[?k=v,...] or MODULE:FUNCTION")
+    parser.add_argument("model2", help="the second network, as model1")
     parser.add_argument("layer1", help="layer of the first network (see layer_info.py)")
     parser.add_argument("layer2", help="layer of the second network")
     parser.add_argument("dataset", type=check_dataset_name, help=f"data the activations are taken on: {DATASET_HELP}")
@@ -40,6 +40,8 @@ def parse_args(argv=None):
                              "Fewer kept directions keep svcca from being degenerate on wide layers")
     parser.add_argument("-m1", "--arch1", default=None, help="model name of model1, needed only for a bare state_dict")
     parser.add_argument("-m2", "--arch2", default=None, help="model name of model2, needed only for a bare state_dict")
+    parser.add_argument("--weights1", default=None, metavar="FILE", help="weights of model1 when it is a model spec")
+    parser.add_argument("--weights2", default=None, metavar="FILE", help="weights of model2 when it is a model spec")
     parser.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
                         help="also write the results as JSON to PATH (or to stdout with no PATH, instead of the table)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
@@ -72,7 +74,7 @@ def main(argv=None):
     result = compare_nets(args.model1, args.model2, args.layer1, args.layer2, args.dataset, args.measures,
                           split=args.split, batch_size=args.batch_size, max_samples=args.max_samples,
                           arch1=args.arch1, arch2=args.arch2, device=args.device, download=args.download,
-                          val_size=args.val_size, keep=args.keep)
+                          val_size=args.val_size, keep=args.keep, weights1=args.weights1, weights2=args.weights2)
     document = dict(jsonable(result), **dataset_provenance(args.dataset),
                     provenance=provenance(args, script_argv(__file__, argv)))
     if args.json == "-":

@@ -15,7 +15,9 @@ from src.validation import int_option
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", help="a .pt written by train_model.py (or a bare state_dict with -m and -d)")
+    parser.add_argument("checkpoint", help="a .pt written by train_model.py (or a bare state_dict with -m and -d), or a "
+                                           "model spec (torchvision:NAME, timm:NAME, MODULE:FUNCTION) with --weights and -d")
+    parser.add_argument("--weights", default=None, metavar="FILE", help="the weights file of a model spec")
     parser.add_argument("-d", "--dataset", type=check_dataset_name, default=None,
                         help=f"dataset to evaluate on: {DATASET_HELP}; default the one in the checkpoint")
     parser.add_argument("--split", choices=["test", "val"], default="test", help="default test")
@@ -38,7 +40,8 @@ def main(argv=None):
 
     args = parse_args(argv)
     result = evaluate_checkpoint(args.checkpoint, args.dataset, args.split, args.batch_size, args.model,
-                                 args.device, args.max_samples, val_size=args.val_size, download=args.download)
+                                 args.device, args.max_samples, val_size=args.val_size, download=args.download,
+                                 weights=args.weights)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

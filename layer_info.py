@@ -18,7 +18,9 @@ from src.validation import check_writable_dir
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", nargs="?", help="a zoo model name (e.g. tiny10, resnet20_w2) or a checkpoint path")
+    parser.add_argument("model", nargs="?", help="a zoo model name (e.g. tiny10, resnet20_w2), a checkpoint path or a "
+                                                 "model spec (torchvision:NAME, timm:NAME[?k=v,...], MODULE:FUNCTION)")
+    parser.add_argument("--weights", default=None, metavar="FILE", help="the weights file of a model spec")
     parser.add_argument("-d", "--dataset", type=check_dataset_name, default=None,
                         help=f"input size and channels of this dataset ({DATASET_HELP}); default the checkpoint's, "
                              f"or cifar10 for a name")
@@ -45,7 +47,7 @@ def main(argv=None):
     if args.list:
         print("\n".join(list_models()))
         return
-    title, table = describe_layers(args.model, args.dataset, args.model_name)
+    title, table = describe_layers(args.model, args.dataset, args.model_name, args.weights)
     print(title)
     print(table.to_string())
     print(f"total parameters: {int(table['params'].sum()):,}")

@@ -40,8 +40,9 @@ def parse_args(argv=None):
     from src.matrix.shard import parse_shard
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("front", help="checkpoint of the front network (Hernandez et al.'s sender)")
-    p.add_argument("end", help="checkpoint of the end network (Hernandez et al.'s receiver)")
+    p.add_argument("front", help="the front network (Hernandez et al.'s sender): a checkpoint, or a model spec "
+                                 "(torchvision:NAME, timm:NAME[?k=v,...], MODULE:FUNCTION) with --front-weights")
+    p.add_argument("end", help="the end network (Hernandez et al.'s receiver), as front (with --end-weights)")
     p.add_argument("--front-layers", "--sender-layers", dest="front_layers", nargs="+", required=True,
                    metavar="PATTERN", help="front layers (rows): names, globs, re:REGEX or blocks")
     p.add_argument("--end-layers", "--receiver-layers", dest="end_layers", nargs="+", required=True,

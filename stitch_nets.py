@@ -24,8 +24,9 @@ from src.stitching.options import add_stitch_options
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("front_model", help="checkpoint of the front network")
-    p.add_argument("end_model", help="checkpoint of the end network")
+    p.add_argument("front_model", help="the front network: a checkpoint, or a model spec (torchvision:NAME, "
+                                       "timm:NAME[?k=v,...], MODULE:FUNCTION) with --front-weights")
+    p.add_argument("end_model", help="the end network, as front_model (with --end-weights)")
     p.add_argument("front_layer", help="last layer of the front network (see layer_info.py)")
     p.add_argument("end_layer", help="layer of the end network whose output the stitch replaces")
     add_stitch_options(p)

@@ -1,5 +1,4 @@
 """Loading the two checkpoints of a comparison, their data, and the names they are shown under."""
-from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 from torch import nn
@@ -7,7 +6,7 @@ from torch import nn
 from src.data.options import default_val_size
 from src.data import dataset_info, get_loader
 from src.errors import UserError
-from src.models.checkpoint import load_checkpoint
+from src.models.networks import load_network, network_path
 from src.models.describe import resize_hint
 
 
@@ -27,12 +26,15 @@ def check_input_fits(meta: Dict[str, Any], dataset: str, which: str) -> None:
 
 
 def load_models(path1, path2, arch1: Optional[str], arch2: Optional[str], dataset: Optional[str],
-                device) -> Tuple[Tuple[nn.Module, Dict[str, Any]], Tuple[nn.Module, Dict[str, Any]]]:
-    """Both checkpoints; the same file twice gives the same model object (one forward pass per batch)."""
-    first = load_checkpoint(path1, arch1, dataset, device)
-    if Path(path1).resolve() == Path(path2).resolve() and (arch2 or arch1) == arch1:
+                device, weights1: Optional[str] = None,
+                weights2: Optional[str] = None) -> Tuple[Tuple[nn.Module, Dict[str, Any]], Tuple[nn.Module, Dict[str, Any]]]:
+    """Both networks (checkpoints, or model specs with their weights files: :func:`src.models.networks.load_network`);
+    the same network twice gives the same model object (one forward pass per batch)."""
+    info = dataset_info(dataset) if dataset else None
+    first = load_network(path1, weights1, arch1, dataset, info, device)
+    if network_path(path1) == network_path(path2) and (arch2 or arch1) == arch1 and weights1 == weights2:
         return first, first
-    return first, load_checkpoint(path2, arch2, dataset, device)
+    return first, load_network(path2, weights2, arch2, dataset, info, device)
 
 
 def eval_loader(dataset: str, split: str, batch_size: int, max_samples: Optional[int], device, download: bool,

@@ -59,7 +59,7 @@ def compare_layers(args, argv=None) -> Tuple[SimilarityMatrix, Dict[str, Path]]:
     config = get_config()
     device = resolve_device(args.device or config.device)
     (model1, meta1), (model2, meta2) = load_models(args.model1, args.model2, args.arch1, args.arch2, args.dataset,
-                                                   device)
+                                                   device, args.weights1, args.weights2)
     dataset = args.dataset or meta1["dataset"]
     dataset2 = args.dataset2
     out_dir = resolve_path(args.out_dir) if args.out_dir else default_out_dir(args, config.results_dir, dataset, dataset2,

@@ -59,7 +59,8 @@ class _Nothing:
 def compare_nets(path1, path2, layer1: str, layer2: str, dataset: str, measures: Sequence[str], split: str = "test",
                  batch_size: int = 500, max_samples: Optional[int] = None, arch1: Optional[str] = None,
                  arch2: Optional[str] = None, device: Optional[str] = None, download: bool = False,
-                 val_size: int = 5000, keep: Optional[float] = None) -> Dict[str, Any]:
+                 val_size: int = 5000, keep: Optional[float] = None, weights1: Optional[str] = None,
+                 weights2: Optional[str] = None) -> Dict[str, Any]:
     """Each measure of ``measures`` (registry names, or ``all``) between ``layer1`` of the first
     checkpoint and ``layer2`` of the second, on ``split`` of ``dataset``.
 
@@ -74,7 +75,7 @@ def compare_nets(path1, path2, layer1: str, layer2: str, dataset: str, measures:
         raise UserError("--keep (keep=) is the fraction of variance svcca keeps; add svcca to the measures")
     config = get_config()
     device = resolve_device(device or config.device)
-    (model1, meta1), (model2, meta2) = load_models(path1, path2, arch1, arch2, dataset, device)
+    (model1, meta1), (model2, meta2) = load_models(path1, path2, arch1, arch2, dataset, device, weights1, weights2)
     check_input_fits(meta1, dataset, "model 1")
     check_input_fits(meta2, dataset, "model 2")
     get_module(model1, layer1)  # unknown names: UserError listing the valid layers

@@ -10,6 +10,8 @@ from torch import nn
 from src.data import dataset_info, is_imagefolder_name
 from src.errors import UserError
 from src.models.checkpoint import load_checkpoint
+from src.models.networks import load_network
+from src.models.specs import is_model_spec
 from src.models.layer_table import layer_table
 from src.models.registry import canonical_model_name, create_model, model_display_name
 
@@ -20,15 +22,29 @@ def looks_like_path(spec: str) -> bool:
     return spec.endswith((".pt", ".pth")) or Path(spec).exists() or "/" in spec
 
 
-def describe_layers(spec: str, dataset: Optional[str] = None, model_name: Optional[str] = None) -> Tuple[str, pd.DataFrame]:
-    """``(title, table)`` for a model name or a checkpoint path.
+def describe_layers(spec: str, dataset: Optional[str] = None, model_name: Optional[str] = None,
+                    weights: Optional[str] = None) -> Tuple[str, pd.DataFrame]:
+    """``(title, table)`` for a model name, a checkpoint path or a model spec (``torchvision:NAME``, ``timm:NAME``,
+    ``MODULE:FUNCTION``; with its ``weights`` file, else randomly initialised).
 
     A checkpoint is described for the input it was trained on (channels and size from its metadata;
     the data are not read) unless ``dataset`` is given; then for that dataset's images, refused in
     one line when the model cannot take them (:func:`check_takes_input`). A model name is described
     for ``dataset`` (default CIFAR-10: 3 channels, 10 classes, 32x32).
     """
-    if looks_like_path(spec):
+    if is_model_spec(spec):
+        info = dataset_info(dataset) if dataset else None
+        model, meta = load_network(spec, weights, info=info)
+        size = list(info.input_size) if info else meta.get("input_size")
+        if not size:
+            raise UserError(f"{spec} does not say its input size; give a data set with -d (e.g. -d cifar10)")
+        shape = (info.n_channels if info else meta["n_channels"] or 3, *size)
+        if info is not None:
+            check_takes_input(model, meta, info, spec)
+        title = f"{display_name(meta, spec)} ({meta['n_classes']} classes)"
+    elif weights is not None:
+        raise UserError(f"--weights is for a model spec (torchvision:NAME, timm:NAME, MODULE:FUNCTION), not for {spec}")
+    elif looks_like_path(spec):
         model, meta = load_checkpoint(spec, model_name=model_name, dataset=dataset)
         title = f"{model_display_name(meta['model'])} from {spec} (trained on {meta['dataset']})"
         if dataset is None and meta.get("input_size"):
@@ -102,10 +118,15 @@ def _family(meta: Dict[str, Any]) -> str:
 
 
 def display_name(meta: Dict[str, Any], path) -> str:
-    """``Tiny10 in0-gn0-4290``: the model's display name and the checkpoint label."""
+    """``Tiny10 in0-gn0-4290``: the model's display name and the checkpoint label; for a model spec the spec and its
+    weights file's label (``timm:resnet18 run3-best``, or ``random init``), for a module from Python its class."""
+    if meta.get("network") == "module":
+        return _family(meta)
+    if meta.get("spec"):
+        return f"{meta['spec']} {checkpoint_label(meta['weights']) if meta.get('weights') else 'random init'}"
     return f"{_family(meta)} {checkpoint_label(path)}"
 
 
 def model_label(meta: Dict[str, Any], path) -> str:
     """``Tiny10-in0-gn0-4290``: :func:`display_name` as one part of a file name."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{_family(meta)}-{checkpoint_label(path)}")
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", display_name(meta, path).replace(" ", "-"))

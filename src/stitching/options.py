@@ -68,6 +68,10 @@ def add_stitch_options(p: argparse.ArgumentParser, matrix: bool = False) -> argp
                    help="test samples for the CKA / MSE measurements; default 2000")
     p.add_argument("--val-size", type=int, default=D.val_size, help=VAL_SIZE_HELP)
     p.add_argument("--max-samples", type=int, default=None, help="use only the first N samples of each split (quick runs)")
+    p.add_argument("--front-weights", default=None, metavar="FILE",
+                   help="weights file of a front network given as a model spec (a state_dict, or a dict holding one "
+                        "under state_dict / model / ...); without it the spec is randomly initialised from --seed")
+    p.add_argument("--end-weights", default=None, metavar="FILE", help="weights file of an end network given as a spec")
     p.add_argument("--front-arch", default=None, help="model name of a bare state_dict front checkpoint")
     p.add_argument("--end-arch", default=None, help="model name of a bare state_dict end checkpoint")
     p.add_argument("--download", action="store_true", help="download the dataset with torchvision if it is missing")

@@ -16,7 +16,7 @@ from src.data.options import dataset_provenance, default_val_size
 from src.config import get_config, resolve_device
 from src.data import dataset_info, get_loader, is_imagefolder_name
 from src.errors import UserError
-from src.models.checkpoint import load_checkpoint
+from src.models.networks import load_network, network_kind
 from src.models.describe import check_takes_input
 from src.training.evaluate import evaluate
 
@@ -45,11 +45,15 @@ def held_out_size(meta: Dict[str, Any], dataset: str, split: str, val_size: Opti
 def evaluate_checkpoint(path, dataset: Optional[str] = None, split: str = "test", batch_size: int = 1000,
                         model_name: Optional[str] = None, device: Optional[str] = None,
                         max_samples: Optional[int] = None, val_size: Optional[int] = None,
-                        download: bool = False) -> Dict[str, Any]:
-    """Loss and accuracy of the checkpoint at ``path``; ``val_size`` None: the checkpoint's own (see the module)."""
+                        download: bool = False, weights: Optional[str] = None) -> Dict[str, Any]:
+    """Loss and accuracy of the checkpoint at ``path`` (or of a model spec with its ``weights`` file, on ``dataset``);
+    ``val_size`` None: the checkpoint's own (see the module)."""
     config = get_config()
     device = resolve_device(device or config.device)
-    model, meta = load_checkpoint(path, model_name=model_name, dataset=dataset, device=device)
+    if network_kind(str(path)) == "spec" and dataset is None:
+        raise UserError(f"{path} is a model spec, which names no data set; give one with -d")
+    info = dataset_info(dataset) if dataset else None
+    model, meta = load_network(str(path), weights, model_name, dataset, info, device)
     dataset = dataset_info(dataset or meta["dataset"]).name  # an image folder's canonical name, as recorded
     check_compatible(meta, dataset)
     check_takes_input(model, meta, dataset_info(dataset), f"the model in {path}")
