@@ -33,7 +33,7 @@ demo: setup
 	$(PY) demo.py
 
 test: setup $(DEV)
-	$(PY) -m pytest -q tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 tests
 
 # Speed measurements (each prints ratios against a baseline run in the same process).
 bench: setup

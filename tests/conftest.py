@@ -1,4 +1,5 @@
 """Shared fixtures: repository paths and the data folder beside the repo (``../shared``)."""
+import os
 from pathlib import Path
 
 import pytest
@@ -17,11 +18,15 @@ FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 keep_freed_memory()
 
 
+# With pytest-xdist (make test runs two workers on two cores) each worker keeps to one thread.
+TEST_THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+
+
 @pytest.fixture(autouse=True)
 def _few_threads():
     """Tests run on 2 cores next to other work: keep torch from oversubscribing them."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(min(threads, 2))
+    torch.set_num_threads(min(threads, TEST_THREADS))
     yield
     torch.set_num_threads(threads)
 

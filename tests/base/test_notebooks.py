@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-EXPECTED = {"stitching_results.ipynb", "layer_similarity.ipynb", "stitch_matrix.ipynb"}
+EXPECTED = {"stitching_results.ipynb", "layer_similarity.ipynb", "stitch_matrix.ipynb", "your_own_models.ipynb"}
 CELL_TIMEOUT_S = 600  # a cell on a loaded 2-core machine; the notebooks take a minute or two in all
 
 

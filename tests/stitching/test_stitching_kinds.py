@@ -1,11 +1,11 @@
 """Every stitch kind against a hand-written reference, its least-squares design against the map it applies,
 the inits and masks it refuses, and its rebuild from the pickle."""
-import math
 
 import numpy as np
 import pytest
 import torch
 
+from tests.math_helpers import area_average, nearest_resize
 from src.errors import UserError
 from src.similarity import LeastSquaresFit
 from src.stitching.inits import build_mask, check_options, initialize
@@ -63,33 +63,13 @@ def test_upsampling_stitch_is_a_1x1_stitch_on_the_repeated_map():
     _check(stitch, x, _one_by_one(repeated, stitch), 4)
 
 
-def _area_average(x: torch.Tensor, size) -> torch.Tensor:
-    """Adaptive average pooling written out: output i averages inputs floor(i*n/m) .. ceil((i+1)*n/m) - 1."""
-    def windows(n, m):
-        return [(math.floor(i * n / m), math.ceil((i + 1) * n / m)) for i in range(m)]
-    (h, w), (oh, ow) = x.shape[-2:], size
-    out = torch.empty(*x.shape[:-2], oh, ow, dtype=x.dtype)
-    for i, (a, b) in enumerate(windows(h, oh)):
-        for j, (c, d) in enumerate(windows(w, ow)):
-            out[..., i, j] = x[..., a:b, c:d].mean(dim=(-2, -1))
-    return out
-
-
-def _nearest(x: torch.Tensor, size) -> torch.Tensor:
-    """Nearest resizing written out: output i takes input floor(i * n / m)."""
-    (h, w), (oh, ow) = x.shape[-2:], size
-    rows = [math.floor(i * h / oh) for i in range(oh)]
-    cols = [math.floor(j * w / ow) for j in range(ow)]
-    return x[..., rows, :][..., :, cols]
-
-
 @pytest.mark.parametrize("front_hw,end_hw", [((13, 13), (9, 9)), ((4, 4), (9, 9)), ((13, 4), (9, 9)), ((28, 28), (13, 13))])
 def test_resample_stitch_is_a_1x1_stitch_after_area_averaging_down_and_nearest_up(front_hw, end_hw):
     stitch = _stitch((3, *front_hw), (5, *end_hw))
     assert stitch.kind.name == "resample_conv1x1"
     x = torch.randn(2, 3, *front_hw)
     down = (min(front_hw[0], end_hw[0]), min(front_hw[1], end_hw[1]))
-    resized = _nearest(_area_average(x.double(), down), end_hw)  # per dimension: average what shrinks, repeat what grows
+    resized = nearest_resize(area_average(x.double(), down), end_hw)  # per dimension: average what shrinks, repeat what grows
     _check(stitch, x, _one_by_one(resized, stitch), 3)
 
 

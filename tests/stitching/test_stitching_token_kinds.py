@@ -1,12 +1,12 @@
 """The token-sequence stitch kinds (tokens, tokens_to_map, map_to_tokens, tokens_pool): each against a reference
 written out here, their least-squares design against the map they apply, the least-squares fit of a planted map,
 their choice from the shapes, and a real timm ViT stitched into a torchvision ResNet-18 and back."""
-import math
 
 import numpy as np
 import pytest
 import torch
 
+from tests.math_helpers import area_average, nearest_resize
 from src.errors import UserError
 from src.similarity import LeastSquaresFit
 from src.stitching.affine import AffineStitch
@@ -56,28 +56,11 @@ def test_the_patch_grid_is_the_largest_square_with_at_most_8_prefix_tokens():
 
 # -- each kind against a reference written out here ---------------------------------------------------------------
 
-def _area_average(x: torch.Tensor, size) -> torch.Tensor:
-    """Adaptive average pooling written out (``B x C x H x W``): output i averages inputs floor(i*n/m) .. ceil((i+1)*n/m) - 1."""
-    def windows(n, m):
-        return [(math.floor(i * n / m), math.ceil((i + 1) * n / m)) for i in range(m)]
-    (h, w), (oh, ow) = x.shape[-2:], size
-    out = torch.empty(*x.shape[:-2], oh, ow, dtype=x.dtype)
-    for i, (a, b) in enumerate(windows(h, oh)):
-        for j, (c, d) in enumerate(windows(w, ow)):
-            out[..., i, j] = x[..., a:b, c:d].mean(dim=(-2, -1))
-    return out
-
-
-def _nearest(x: torch.Tensor, size) -> torch.Tensor:
-    """Nearest resizing written out: output i takes input floor(i * n / m)."""
-    (h, w), (oh, ow) = x.shape[-2:], size
-    return x[..., [math.floor(i * h / oh) for i in range(oh)], :][..., [math.floor(j * w / ow) for j in range(ow)]]
-
 
 def _resized(x: torch.Tensor, size) -> torch.Tensor:
     """As resample_conv1x1 resizes: per dimension, average what shrinks, repeat what grows."""
     down = (min(x.shape[-2], size[0]), min(x.shape[-1], size[1]))
-    return _nearest(_area_average(x, down), size)
+    return nearest_resize(area_average(x, down), size)
 
 
 def _grid(x: torch.Tensor, p: int, g: int) -> torch.Tensor:
