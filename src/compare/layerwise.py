@@ -12,6 +12,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 from src.compare.common import check_input_fits, eval_loader, load_models
 from src.models.describe import display_name, model_label
 from src.config import get_config, resolve_device, resolve_path
+from src.data import dataset_info, is_imagefolder_name
 from src.errors import UserError
 from src.provenance import provenance
 from src.results_io import claim_output
@@ -27,7 +28,8 @@ def default_out_dir(args, results_dir: Path, dataset: str, dataset2: Optional[st
     The model family and the layer selection are part of the name, so that LeNets and Tiny10s of the
     same seeds, or two layer selections of the same models, get folders of their own.
     """
-    data = dataset if not dataset2 or dataset2 == dataset else f"{dataset}_vs_{dataset2}"
+    names = [dataset_info(d).display_name if is_imagefolder_name(d) else d for d in (dataset, dataset2) if d]
+    data = names[0] if len(names) == 1 or names[0] == names[1] else f"{names[0]}_vs_{names[1]}"
     models = f"{model_label(meta1, args.model1)}_vs_{model_label(meta2, args.model2)}"
     return results_dir / "compare" / f"{models}_{args.measure}_{data}_{_layers_tag(args.layers1, args.layers2)}"
 

@@ -156,12 +156,18 @@ def random_copy(module: nn.Module, seed: int) -> nn.Module:
     return fresh.eval()
 
 
+#: Added to a control's seed for a model spec: a spec without weights is itself initialised from the job's seed
+#: (0 by default, as the control seed is), and its control must not be the very same network.
+CONTROL_SEED_OFFSET = 1_000_003
+
+
 def random_network(ref: str, meta: Dict[str, Any], seed: int, info: Optional[DatasetInfo] = None,
                    device="cpu") -> nn.Module:
-    """The random-weight control of a network: the same architecture, freshly initialised from ``seed``."""
+    """The random-weight control of a network: the same architecture, freshly initialised from ``seed`` (a spec from
+    ``seed + CONTROL_SEED_OFFSET``)."""
     kind = network_kind(ref)
     if kind == "module":
         return random_copy(load_network(ref)[0], seed).to(device)
     if kind == "spec":
-        return load_network(ref, info=info, device=device, seed=seed)[0]
+        return load_network(ref, info=info, device=device, seed=seed + CONTROL_SEED_OFFSET)[0]
     return create_model(meta["model"], n_classes=meta["n_classes"], n_channels=meta["n_channels"], seed=seed).to(device)

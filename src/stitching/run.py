@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from src.config import get_config, resolve_device, resolve_path
-from src.data import DataSource, NamedData
+from src.data import DataSource, NamedData, dataset_info
 from src.errors import UserError
 from src.models.checkpoint import read_checkpoint
 from src.models.describe import display_name
@@ -121,7 +121,7 @@ def load_pair(job: StitchJob, config=None, data: Optional[DataSource] = None) ->
         dataset = job.dataset or (_checkpoint_dataset(job.end_model) or _checkpoint_dataset(job.front_model))
         if dataset is None:
             raise UserError("neither network is a checkpoint that names its data set; pass -d/--dataset")
-        data = NamedData(dataset, job.val_size, job.download, config)
+        data = NamedData(dataset_info(dataset).name, job.val_size, job.download, config)  # an image folder's full name
     info = data.info
     front_model, front_meta = load_network(job.front_model, job.front_weights, job.front_arch, data.name, info, device)
     end_model, end_meta = load_network(job.end_model, job.end_weights, job.end_arch, data.name, info, device)

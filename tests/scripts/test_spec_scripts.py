@@ -122,3 +122,21 @@ def test_bad_specs_and_weights_are_one_line(setup, capsys, argv, message):
     assert run_main(layer_info.main, argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+
+
+def test_objective_both_images_and_shards_work_on_a_spec_pair(setup, capsys):
+    """--objective both (EV / ES / SV) and stitching into the input, run as two shards and collected: the tables
+    equal one process's."""
+    name, (w0, w1), _, tmp = setup
+    common = [SPEC, SPEC, "--front-layers", "2", "4", "--end-layers", "input", "4", "-d", name, "--front-weights", w0,
+              "--end-weights", w1, "-e", "1", "-b", "16", "--objective", "both", "--measure-samples", "30",
+              "-o", str(tmp / "both")]
+    assert run_main(stitch_matrix.main, [*common, "--run-name", "whole"]) == 0
+    for shard in ("1/2", "2/2"):
+        assert run_main(stitch_matrix.main, [*common, "--run-name", "sharded", "--shard", shard]) == 0
+    assert run_main(stitch_matrix.main, ["--collect", str(tmp / "both" / "sharded")]) == 0
+    whole, sharded = (load_matrix(tmp / "both" / run / "matrix.pkl") for run in ("whole", "sharded"))
+    assert whole["tables"]["matrix"].equals(sharded["tables"]["matrix"])
+    assert whole["tables"]["matrix_mse"].equals(sharded["tables"]["matrix_mse"])
+    assert whole["evess"].equals(sharded["evess"]) and (tmp / "both" / "whole" / "images.png").is_file()
+    assert set(whole["images"]) == {"2", "4"}
