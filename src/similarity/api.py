@@ -107,6 +107,15 @@ def layer_similarity(model1: nn.Module, model2: nn.Module, loader1: Iterable, lo
     interval for the CKA measures (:mod:`src.similarity.stats`). ``precision``: Gram precision,
     ``"float32"`` or ``"float64"`` (:mod:`src.similarity.gram`). ``names``: the two models' names
     for titles. ``measure_options``: keyword arguments of a pairwise measure (e.g. ``keep`` of svcca).
+    Example (two random-initialised torchvision networks on random images)::
+
+        import torch, torchvision
+        from src import layer_similarity
+        images = torch.utils.data.TensorDataset(torch.randn(64, 3, 32, 32), torch.zeros(64, dtype=torch.long))
+        loader = torch.utils.data.DataLoader(images, batch_size=32)
+        a, b = torchvision.models.resnet18(), torchvision.models.resnet18()
+        sim = layer_similarity(a, b, loader, layers1=r"re:layer\\d$", layers2=r"re:layer\\d$", measure="cka")
+        print(sim.to_frame().round(3))   # rows: a's layer1..layer4, columns: b's
     """
     record = _check_measure(measure, permutations, bootstrap, ci, precision)
     model1, model2 = unwrap_model(model1), unwrap_model(model2)

@@ -23,7 +23,20 @@ class NotAStitchResult(UserError):
 
 
 def load_result(path) -> Dict[str, Any]:
-    """The result dict of one stitching run (see :mod:`src.stitching.report` for the keys)."""
+    """The result dict of one stitching run (see :mod:`src.stitching.report` for the keys), read with the restricted
+    loader and checked against its SHA-256 sidecar when it has one. Example::
+
+        import tempfile, torch, torchvision
+        from src import load_result, stitch
+        x, y = torch.randn(64, 3, 32, 32), torch.arange(64) % 10
+        batches = [(x[:32], y[:32]), (x[32:], y[32:])]
+        a, b = torchvision.models.resnet18(num_classes=10), torchvision.models.resnet18(num_classes=10)
+        out = tempfile.mkdtemp()
+        stitch(a, b, "layer2", "layer2", train=batches, test=batches, epochs=1, batch_size=16, out_dir=out,
+               run_name="demo")
+        result = load_result(f"{out}/demo/layer2-layer2.pkl")
+        print(result["model_results"]["trans"]["acc"], result["params"]["front_layer"])
+    """
     result = read_pickle(path)
     if not isinstance(result, dict) or any(k not in result for k in REQUIRED_KEYS):
         raise NotAStitchResult(f"{path} is not a stitching result (it lacks {', '.join(k for k in REQUIRED_KEYS if not isinstance(result, dict) or k not in result)})")
