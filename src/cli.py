@@ -1,5 +1,5 @@
-"""Shared plumbing for the top-level scripts: one-line errors, the provenance of a run, and the dataset options
-(``--image-size``/``--mean``/``--std`` set in an ``imagefolder:DIR`` name, the default ``--val-size``)."""
+"""Shared plumbing for the top-level scripts: one-line errors and the command line a run records (the data set
+options the scripts share are in :mod:`src.data.options`)."""
 import sys
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
