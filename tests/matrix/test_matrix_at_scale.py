@@ -159,3 +159,22 @@ def test_resume_with_other_parameters_is_refused_naming_the_parameter(reference,
     again = run([*matrix_args(tmp_path, "single"), "--resume"])  # nothing left to do: the tables again, same
     assert again.stdout.count("2 finished cell(s) kept") == 2  # both front layers' cells kept, none rerun
     assert_same_matrix(tmp_path / "single", reference / "single")
+
+
+@pytest.mark.parametrize("front,end,layers", [
+    ("torchvision:resnet18", "torchvision:resnet18", ["layer1", "layer2"]),
+    ("timm:resnet18", "timm:resnet18", ["layer1", "layer2"]),
+], ids=["torchvision", "timm"])
+def test_torchrun_ranks_on_a_spec_pair_write_the_same_matrix_as_one_process(tmp_path, front, end, layers):
+    """Model specs (random-initialised from the job's seed) on an image folder: two torchrun ranks and one process
+    write the same tables, controls included."""
+    from tests.data_fixtures import make_image_folder
+
+    folder = make_image_folder(tmp_path / "images", classes=3, train=12, test=6)
+    args = [front, end, "--front-layers", *layers, "--end-layers", *layers, "-d", f"imagefolder:{folder}", "-e", "1",
+            "-b", "8", "--measure-samples", "12", "--controls", "-o", str(tmp_path)]
+    run([*args, "--run-name", "single"])
+    run([*args, "--run-name", "ddp"], launcher=TORCHRUN)
+    for table in ("matrix", "ps_inv", "cka", "matrix_control_random_front", "matrix_control_random_end"):
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "ddp" / f"{table}.csv", index_col=0),
+                                      pd.read_csv(tmp_path / "single" / f"{table}.csv", index_col=0), check_exact=True)
