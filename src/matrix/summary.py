@@ -30,17 +30,20 @@ VERSION = 2
 TABLES = ("matrix", "relative", "ps_inv", "cka")
 
 
-def cka_matrix_of(pair: Pair, job: StitchJob, front_layers: List[str], end_layers: List[str]) -> Tuple[pd.DataFrame, int]:
+def cka_matrix_of(pair: Pair, job: StitchJob, front_layers: List[str],
+                  end_layers: List[str]) -> Tuple[pd.DataFrame, int, Dict[str, str]]:
     """Linear CKA (biased HSIC, all samples) of every front layer with every end layer on the first
-    ``measure_samples`` test images: the ``cka`` value of each cell's pickle, for all pairs in one pass."""
+    ``measure_samples`` test images: the ``cka`` value of each cell's pickle, for all pairs in one pass; and the
+    reasons of the cells where CKA is degenerate on these data (``{"front--end": reason}``; NaN in the table)."""
     layers = [r for r in end_layers if r != INPUT_LAYER]  # 'input' is no module: no CKA column (NaN)
     if not layers:
-        return _frame({}, front_layers, end_layers), 0
+        return _frame({}, front_layers, end_layers), 0, {}
     loader = pair.loader(job, "test", 250)
     sim = layer_similarity(pair.front_model, pair.end_model, loader, layers1=front_layers, layers2=layers, measure="cka",
                            max_samples=job.measure_samples)
     frame = sim.to_frame().loc[front_layers, layers].reindex(columns=list(end_layers))
-    return frame.rename_axis("front layer"), int(sim.n_samples)
+    degenerate = {f"{a}--{b}": reason for (a, b), reason in getattr(sim, "degenerate", {}).items()}
+    return frame.rename_axis("front layer"), int(sim.n_samples), degenerate
 
 
 def _frame(values: Dict[Tuple[str, str], float], front_layers, end_layers) -> pd.DataFrame:
@@ -110,7 +113,8 @@ def summarise(mjob: MatrixJob, plan: Plan, pairs: Dict[str, Pair], done: Optiona
     started = time.perf_counter()
     cka = {v: cka_matrix_of(pairs[v], plan.base, plan.front_layers, plan.end_layers) for v in plan.checkpoints}
     cka_samples = cka["trained"][1]
-    cka = {v: frame for v, (frame, _) in cka.items()}
+    degenerate = {table_name("cka", v): reasons for v, (_, _, reasons) in cka.items() if reasons}
+    cka = {v: frame for v, (frame, _, _) in cka.items()}
     cka_seconds = time.perf_counter() - started
     summary = _assemble(mjob, plan, results, cka, seconds, done.cache_seconds, cka_seconds, argv)
     extra = twins.tables()
@@ -124,6 +128,7 @@ def summarise(mjob: MatrixJob, plan: Plan, pairs: Dict[str, Pair], done: Optiona
                              for s in plan.front_layers}
     trained_pair = pairs["trained"]
     summary["cka_samples"] = cka_samples
+    summary["degenerate"] = degenerate  # {table: {"front--end": reason}}: the NaN cells of a CKA table, and why
     summary["train_samples"] = trained_pair.plain_train(plan.base).num_samples
     summary["test_samples"] = trained_pair.fixed_loader(plan.base, "test", EVAL_BATCH).num_samples
     summary["timing"]["total_seconds"] = float(sum(frame for v in seconds.values() for frame in v.values()))

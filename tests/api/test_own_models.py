@@ -156,3 +156,17 @@ def test_bad_input_to_the_api_is_one_line(call, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
         call(model)
     assert "\n" not in str(err.value)
+
+
+def test_a_matrix_measured_on_too_few_samples_holds_nan_cka_with_the_reason():
+    """Two test samples are too few for CKA (every centred pair of vectors is a multiple of (1, -1)): the matrix's CKA
+    cells are NaN, never a number, and the summary says why for each."""
+    torch.manual_seed(0)
+    a, b = tiny_cnn(num_classes=4, in_chans=3), tiny_cnn(num_classes=4, in_chans=3)
+    batches = _batches(n=64, classes=4)
+    summary = stitch_matrix(a, b, ["2", "4"], ["2", "4"], train=batches, test=batches, epochs=1, batch_size=16,
+                            measure_samples=2)
+    assert summary["tables"]["cka"].isna().all().all()
+    assert set(summary["degenerate"]["cka"]) == {"2--2", "2--4", "4--2", "4--4"}
+    assert all("sample" in reason for reason in summary["degenerate"]["cka"].values())
+    assert summary["tables"]["matrix"].notna().all().all()  # the stitches themselves are measured as always
