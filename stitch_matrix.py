@@ -40,9 +40,13 @@ def parse_args(argv=None):
     from src.matrix.shard import parse_shard
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("front", help="the front network (Hernandez et al.'s sender): a checkpoint, or a model spec "
-                                 "(torchvision:NAME, timm:NAME[?k=v,...], MODULE:FUNCTION) with --front-weights")
-    p.add_argument("end", help="the end network (Hernandez et al.'s receiver), as front (with --end-weights)")
+    p.add_argument("front", nargs="?", help="the front network (Hernandez et al.'s sender): a checkpoint, or a model "
+                                            "spec (torchvision:NAME, timm:NAME[?k=v,...], MODULE:FUNCTION) with --front-weights")
+    p.add_argument("end", nargs="?", help="the end network (Hernandez et al.'s receiver), as front (with --end-weights)")
+    p.add_argument("--fronts", "--senders", nargs="+", default=None, metavar="NET",
+                   help="instead of FRONT END: several front networks, each stitched into every network of --ends "
+                        "(one run folder per pair under --run-name, pairs.csv and pairs.png beside them)")
+    p.add_argument("--ends", "--receivers", nargs="+", default=None, metavar="NET", help="the end networks of --fronts")
     p.add_argument("--front-layers", "--sender-layers", dest="front_layers", nargs="+", required=True,
                    metavar="PATTERN", help="front layers (rows): names, globs, re:REGEX or blocks")
     p.add_argument("--end-layers", "--receiver-layers", dest="end_layers", nargs="+", required=True,
@@ -64,9 +68,16 @@ def parse_args(argv=None):
     ns = vars(p.parse_args(argv))
     matrix = {k: ns.pop(k) for k in ("front_layers", "end_layers", "controls", "control_seed", "depth_axes",
                                      "resume", "shard")}
-    job = StitchJob(front_model=ns.pop("front"), end_model=ns.pop("end"),
-                    cache_front=True, no_augment=True, **ns)
-    return MatrixJob(job=job, **matrix)
+    front, end, fronts, ends = (ns.pop(k) for k in ("front", "end", "fronts", "ends"))
+    if (fronts is None) != (ends is None) or (fronts is not None and (front or end)) or \
+            (fronts is None and not (front and end)):
+        p.error("give FRONT END, or --fronts NET [NET ...] --ends NET [NET ...]")
+    if fronts is not None and (ns["front_weights"] or ns["end_weights"]):
+        p.error("--front-weights / --end-weights are for one FRONT END pair; give --fronts / --ends as checkpoints")
+    pairs = None if fronts is None else (fronts, ends)
+    front, end = (front, end) if pairs is None else (fronts[0], ends[-1])  # each pair's networks replace these
+    job = StitchJob(front_model=front, end_model=end, cache_front=True, no_augment=True, **ns)
+    return MatrixJob(job=job, pairs=pairs, **matrix)
 
 
 def parse_collect(argv):
@@ -78,12 +89,19 @@ def parse_collect(argv):
 
 def main(argv=None):
     from src.matrix import collect_matrix, print_summary, run_matrix
+    from src.matrix.pairs import run_pairs
 
     args = sys.argv[1:] if argv is None else list(argv)
     if any(a == "--collect" or a.startswith("--collect=") for a in args):
         path, summary = collect_matrix(parse_collect(args), script_argv(__file__, argv))
     else:
         mjob = parse_args(argv)
+        if mjob.pairs is not None:
+            path, table = run_pairs(mjob, *mjob.pairs, script_argv(__file__, argv))
+            if path is not None:
+                print(table.round(4).to_string(index=False))
+                print(f"wrote {path}, pairs.csv and pairs.png beside it, and one run folder per pair")
+            return
         path, summary = run_matrix(mjob, script_argv(__file__, argv))
         if path is None:
             if mjob.shard is not None:

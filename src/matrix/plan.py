@@ -49,6 +49,7 @@ class MatrixJob:
     control_seed: int = 0
     resume: bool = False  # rejoin an existing run folder with the same parameters: finished cells are skipped
     shard: Optional[Tuple[int, int]] = None  # (K, N): run only the K-th (from 1) of N slices of the cells, no tables
+    pairs: Optional[Tuple[Sequence[str], Sequence[str]]] = None  # (fronts, ends): every ordered pair (src.matrix.pairs)
 
 
 @dataclass
