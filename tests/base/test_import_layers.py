@@ -2,7 +2,6 @@
 modules inside a function (the way a cycle is usually hidden). Read from the source with ast, not by importing."""
 import ast
 from collections import defaultdict
-from pathlib import Path
 
 from tests.conftest import REPO
 
