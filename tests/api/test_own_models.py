@@ -81,10 +81,11 @@ def test_data_given_as_a_dataset_and_as_batches_give_the_same_stitch(trained):
     ("torchvision:resnet18", "timm:vit_tiny_patch16_224?img_size=32,patch_size=4,depth=2", ("layer1", "blocks.1"),
      "map_to_tokens"),
 ], ids=["torchvision-timm-resnet", "vit-into-resnet", "resnet-into-vit"])
-def test_torchvision_and_timm_networks_stitch_across_shapes(front, end, layers, kind):
-    batches = _batches()
-    result = stitch(front, end, *layers, train=batches, test=batches, **QUICK)
-    assert result["stitch"]["kind"] == kind
+def test_torchvision_and_timm_networks_stitch_across_shapes(trained, front, end, layers, kind):
+    """Random-initialised specs on the generated image folder (their classes and channels from the data)."""
+    name, _ = trained
+    result = stitch(front, end, *layers, dataset=name, val_size=16, max_samples=64, **QUICK)
+    assert result["stitch"]["kind"] == kind and result["params"]["dataset"].startswith("imagefolder:")
     assert 0 <= result["model_results"]["trans"]["acc"] <= 1 and result["params"]["front_model"] == front
 
 
