@@ -92,8 +92,6 @@ def stitch(front: Network, end: Network, front_layer: str, end_layer: str, train
         print(result["model_results"]["trans"]["acc"], result["stitch"]["kind"])
     """
     data = _data(train, test, val, options)
-    if data is not None:
-        options = {k: v for k, v in options.items() if k != "val_size"}
     save = options.get("out_dir") is not None if save is None else save
     job = _job(front, end, options, front_layer=front_layer, end_layer=end_layer)
     return stitch_job(job, list(argv) if argv else None, data, save)[1]
@@ -125,8 +123,6 @@ def stitch_matrix(front: Network, end: Network, front_layers: Sequence[str], end
         print(summary["tables"]["matrix"])
     """
     data = _data(train, test, val, options)
-    if data is not None:
-        options = {k: v for k, v in options.items() if k != "val_size"}
     with tempfile.TemporaryDirectory(prefix="stitch-matrix-") as scratch:
         if out_dir is None:
             options = {**options, "run_name": options.get("run_name") or "matrix"}

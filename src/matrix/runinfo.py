@@ -22,10 +22,17 @@ VERSION = 1
 LOCAL_FIELDS = ("device", "overwrite", "out_dir", "run_name", "front_model", "end_model", "front_layer", "end_layer",
                 "download", "front_weights", "end_weights")
 MATRIX_FIELDS = ("front_layers", "end_layers", "controls", "control_seed", "depth_axes")
-#: What a run.json written before the matrix named its networks front / end called them (sender / receiver).
-OLD_NAMES = {"sender": "front", "receiver": "end", "sender_sha256": "front_sha256", "receiver_sha256": "end_sha256",
-             "sender_layers": "front_layers", "receiver_layers": "end_layers",
-             "sender_layer_names": "front_layer_names", "receiver_layer_names": "end_layer_names"}
+
+
+def today_name(text: Any) -> Any:
+    """A name written before the matrix called its networks front / end (sender / receiver) in today's words:
+    ``sender_layers`` -> ``front_layers``, ``random_receiver`` -> ``random_end``, ``senders`` -> ``front``; other
+    values as they are. Reads run.json and matrix.pkl files of earlier releases."""
+    if not isinstance(text, str):
+        return text
+    for old, new in (("senders", "front"), ("receivers", "end"), ("sender", "front"), ("receiver", "end")):
+        text = text.replace(old, new)
+    return text
 
 
 def publish_once(path: Path, write: Callable[[Path], Any]) -> bool:
@@ -76,7 +83,7 @@ def read_run_info(folder: Path) -> Dict[str, Any]:
             raise ValueError(f"format {info.get('format') if isinstance(info, dict) else None!r}")
         if not isinstance(info.get("parameters"), dict) or not isinstance(info["parameters"].get("job"), dict):
             raise ValueError("it holds no run parameters")
-        info["parameters"] = {OLD_NAMES.get(k, k): v for k, v in info["parameters"].items()}
+        info["parameters"] = {today_name(k): v for k, v in info["parameters"].items()}
         missing = [k for k in ("front", "end", *MATRIX_FIELDS) if k not in info["parameters"]]
         if missing:
             raise ValueError(f"its parameters lack {', '.join(missing)}")

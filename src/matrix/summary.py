@@ -21,6 +21,7 @@ from src.stitching.images import save_image_grid
 from src.matrix.plan import VARIANTS, Done, MatrixJob, Plan, cell_path, table_name
 from src.matrix.plot import save_matrix_png
 from src.matrix.resume import CellFile, cell_file
+from src.matrix.runinfo import today_name
 from src.matrix.stats import proportional_depths, spearman, triangle_statistic
 
 FORMAT = "drfrank-stitch-matrix"
@@ -239,21 +240,12 @@ def print_summary(summary: Dict[str, Any]) -> None:
           f"CKA {timing['cka_seconds']:.1f} s, total {timing['total_seconds']:.1f} s")
 
 
-
-def _new_name(text: Any) -> Any:
-    if not isinstance(text, str):
-        return text
-    for old, new in (("senders", "front"), ("receivers", "end"), ("sender", "front"), ("receiver", "end")):
-        text = text.replace(old, new)
-    return text
-
-
 def _renamed(value: Any) -> Any:
     """A version-1 matrix summary's keys, index and column names in today's words (sender -> front, receiver -> end)."""
     if isinstance(value, dict):
-        return {_new_name(k): _renamed(v) for k, v in value.items()}
+        return {today_name(k): _renamed(v) for k, v in value.items()}
     if isinstance(value, pd.DataFrame):
-        return value.rename_axis(index=_new_name(value.index.name)).rename(columns=_new_name)
+        return value.rename_axis(index=today_name(value.index.name)).rename(columns=today_name)
     return value
 
 
@@ -264,6 +256,6 @@ def load_matrix(path) -> Dict[str, Any]:
     if not isinstance(summary, dict) or summary.get("format") != FORMAT:
         raise UserError(f"{path} is not a stitch_matrix.py matrix.pkl; pass the matrix.pkl of a run folder")
     if summary.get("version", 1) < 2:
-        summary = {_new_name(k): (v if k == "provenance" else _renamed(v)) for k, v in summary.items()}
+        summary = {today_name(k): (v if k == "provenance" else _renamed(v)) for k, v in summary.items()}
         summary["version"] = VERSION
     return summary

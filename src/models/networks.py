@@ -123,11 +123,13 @@ def parameters_digest(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def network_digest(ref: str, weights: Optional[str] = None, model: Optional[nn.Module] = None) -> str:
+def network_digest(ref: str, weights: Optional[str] = None, model: Optional[nn.Module] = None,
+                   meta: Optional[Dict[str, Any]] = None) -> str:
     """The SHA-256 a result records for a network: of its checkpoint or weights file, else of the loaded
-    ``model``'s parameters (a module from Python, a spec without weights)."""
+    ``model``'s parameters (a module from Python, a spec without weights). ``meta``: what :func:`load_network`
+    returned, whose ``weights_sha256`` (hashed while loading) saves reading the weights file again."""
     if weights is not None:
-        return checkpoint_digest(weights)
+        return (meta or {}).get("weights_sha256") or checkpoint_digest(weights)
     if network_kind(ref) == "checkpoint":
         return checkpoint_digest(ref)
     if model is None:

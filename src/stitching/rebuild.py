@@ -44,9 +44,9 @@ def _network(params: Dict[str, Any], role: str, model: Optional[str], weights: O
     weights = weights or params.get(f"{role}_weights")
     if weights is not None and not Path(weights).is_file():
         raise UserError(f"the {role} weights {weights} recorded in the result no longer exist; pass --{role}-weights FILE")
-    net, _ = load_network(ref, weights, None, params["dataset"], info, device, seed=params.get("seed", 0))
+    net, meta = load_network(ref, weights, None, params["dataset"], info, device, seed=params.get("seed", 0))
     recorded = params.get(f"{role}_model_sha256")
-    if recorded and not allow_changed and network_digest(ref, weights, net) != recorded:
+    if recorded and not allow_changed and network_digest(ref, weights, net, meta) != recorded:
         raise UserError(f"the {role} network {ref} ({weights or 'random initialisation'}) is not the one the stitch "
                         f"was trained with (SHA-256 differs); give the original --{role}-weights, or pass "
                         f"--allow-changed-models to use it anyway")

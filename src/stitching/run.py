@@ -125,8 +125,8 @@ def load_pair(job: StitchJob, config=None, data: Optional[DataSource] = None) ->
     info = data.info
     front_model, front_meta = load_network(job.front_model, job.front_weights, job.front_arch, data.name, info, device)
     end_model, end_meta = load_network(job.end_model, job.end_weights, job.end_arch, data.name, info, device)
-    digests = {"front": network_digest(job.front_model, job.front_weights, front_model),
-               "end": network_digest(job.end_model, job.end_weights, end_model)}
+    digests = {"front": network_digest(job.front_model, job.front_weights, front_model, front_meta),
+               "end": network_digest(job.end_model, job.end_weights, end_model, end_meta)}
     check_models_fit_dataset(front_meta, end_meta, info)
     return Pair(front_model, end_model, front_meta, end_meta, data, device, digests)
 
