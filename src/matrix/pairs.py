@@ -21,7 +21,7 @@ from src.errors import UserError
 from src.matrix.plan import MatrixJob, plan_matrix
 from src.matrix.plot import draw_matrix
 from src.matrix.run import run_matrix
-from src.models.describe import checkpoint_label
+from src.models.describe import checkpoint_label, file_safe
 from src.models.networks import network_path
 from src.provenance import provenance
 from src.results_io import write_csv, write_figure, write_pickle
@@ -32,8 +32,7 @@ PAIRS_FORMAT = "drfrank-stitch-matrix-pairs"
 
 def pair_label(ref: str) -> str:
     """A network's part of a pair folder's name: a checkpoint's ``<folder>-<stem>``, a spec made file-safe."""
-    label = checkpoint_label(ref) if Path(ref).is_file() else ref
-    return "".join(c if c.isalnum() or c in "._-" else "-" for c in label)
+    return file_safe(checkpoint_label(ref) if Path(ref).is_file() else ref)
 
 
 def ordered_pairs(fronts: Sequence[str], ends: Sequence[str]) -> List[Tuple[str, str]]:

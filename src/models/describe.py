@@ -129,4 +129,10 @@ def display_name(meta: Dict[str, Any], path) -> str:
 
 def model_label(meta: Dict[str, Any], path) -> str:
     """``Tiny10-in0-gn0-4290``: :func:`display_name` as one part of a file name."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", display_name(meta, path).replace(" ", "-"))
+    return file_safe(display_name(meta, path))
+
+
+def file_safe(text: str) -> str:
+    """``text`` as one part of a file name: every run of other characters than letters, digits, ``.``, ``_`` and
+    ``-`` becomes one ``-``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text)
