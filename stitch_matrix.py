@@ -31,6 +31,7 @@ import argparse
 import sys
 
 from src.cli import run_main, script_argv
+from src.errors import UserError
 from src.stitching.options import add_stitch_options
 
 
@@ -71,9 +72,10 @@ def parse_args(argv=None):
     front, end, fronts, ends = (ns.pop(k) for k in ("front", "end", "fronts", "ends"))
     if (fronts is None) != (ends is None) or (fronts is not None and (front or end)) or \
             (fronts is None and not (front and end)):
-        p.error("give FRONT END, or --fronts NET [NET ...] --ends NET [NET ...]")
+        raise UserError("give two networks (FRONT END), or several as --fronts NET [NET ...] --ends NET [NET ...]")
     if fronts is not None and (ns["front_weights"] or ns["end_weights"]):
-        p.error("--front-weights / --end-weights are for one FRONT END pair; give --fronts / --ends as checkpoints")
+        raise UserError("--front-weights / --end-weights are for one FRONT END pair; give --fronts / --ends as "
+                        "checkpoints")
     pairs = None if fronts is None else (fronts, ends)
     front, end = (front, end) if pairs is None else (fronts[0], ends[-1])  # each pair's networks replace these
     job = StitchJob(front_model=front, end_model=end, cache_front=True, no_augment=True, **ns)

@@ -43,6 +43,7 @@ def test_every_ordered_pair_gets_its_run_and_a_row(fashion_available, tmp_path, 
     ["--fronts", NETS[0], "--ends", NETS[1], "--front-weights", "w.pt"],
 ])
 def test_pairs_and_one_pair_do_not_mix(extra, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        stitch_matrix.main([*extra, *QUICK, "-o", str(tmp_path), "--run-name", "x"])
-    assert exit_.value.code == 2 and "error:" in capsys.readouterr().err
+    assert run_main(stitch_matrix.main, [*extra, *QUICK, "-o", str(tmp_path), "--run-name", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert not (tmp_path / "x").exists()  # refused before anything is written
